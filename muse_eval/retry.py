@@ -1,0 +1,135 @@
+"""One retry policy and one adaptive concurrency limit for every provider.
+
+Providers never retry on their own; every failure comes here, so throttling is seen
+where the concurrency is decided. `AdaptiveLimit` halves the number of requests in
+flight when the backend throttles and grows it by one after a run of successes, never
+above the configured ceiling (additive increase, multiplicative decrease).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from muse_eval.errors import RateLimited, Transient
+
+__all__ = ["AdaptiveLimit", "RetryPolicy"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class AdaptiveLimit:
+    """A concurrency limit that shrinks under throttling and recovers on success.
+
+    Args:
+        ceiling: The most requests ever in flight (``--max-concurrency``).
+        grow_after: Successes in a row needed to allow one more request.
+    """
+
+    def __init__(self, ceiling: int, *, grow_after: int = 20) -> None:
+        self.ceiling = ceiling
+        self.grow_after = grow_after
+        self._limiter = anyio.CapacityLimiter(ceiling)
+        self._streak = 0
+
+    @property
+    def current(self) -> int:
+        """The limit now in force."""
+        return int(self._limiter.total_tokens)
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release()
+
+    def throttled(self) -> None:
+        """Halve the limit (never below 1) after a 429."""
+        self._streak = 0
+        new = max(1, self.current // 2)
+        if new < self.current:
+            logger.info("Throttled: concurrency %d -> %d", self.current, new)
+            self._limiter.total_tokens = new
+
+    def succeeded(self) -> None:
+        """Count a success; raise the limit by one after enough in a row."""
+        self._streak += 1
+        if self._streak >= self.grow_after and self.current < self.ceiling:
+            self._streak = 0
+            self._limiter.total_tokens = self.current + 1
+
+
+class RetryPolicy:
+    """Exponential backoff with full jitter; 429s wait at least their Retry-After.
+
+    Only `RateLimited` and `Transient` are retried. Everything else (an auth
+    failure, a bad request) goes straight to the caller.
+
+    Args:
+        max_attempts: Attempts per request, the first included.
+        base: First backoff in seconds; doubles per attempt.
+        cap: Longest single wait in seconds.
+    """
+
+    def __init__(self, max_attempts: int = 8, base: float = 0.5, cap: float = 60.0):
+        self.max_attempts = max_attempts
+        self.base = base
+        self.cap = cap
+
+    def wait_seconds(self, state: RetryCallState) -> float:
+        """Seconds to wait before the next attempt."""
+        backoff = min(self.cap, self.base * 2 ** (state.attempt_number - 1))
+        wait = random.uniform(0, backoff)
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            wait = max(wait, min(self.cap, error.retry_after))
+        return wait
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        on_failure: Callable[[BaseException, int], None] | None = None,
+    ) -> tuple[T, int]:
+        """Run `attempt` until it succeeds or the policy gives up.
+
+        Args:
+            attempt: The request, as a no-argument coroutine function.
+            on_failure: Called with each retried error and its attempt number.
+
+        Returns:
+            The result and the number of retries it took.
+        """
+
+        def before_sleep(state: RetryCallState) -> None:
+            if on_failure is not None and state.outcome is not None:
+                error = state.outcome.exception()
+                if error is not None:
+                    on_failure(error, state.attempt_number)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((RateLimited, Transient)),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self.wait_seconds,
+            before_sleep=before_sleep,
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        attempts = 0
+        async for trial in retrying:
+            with trial:
+                attempts = trial.retry_state.attempt_number
+                result = await attempt()
+        return result, attempts - 1

@@ -1,0 +1,297 @@
+"""Assemble and execute one evaluation: flags to config, provider, store, report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from muse_eval.config import (
+    EXPERTISE_LEVELS,
+    PLAUSIBILITY_LEVELS,
+    RunConfig,
+    config_hash,
+    load_profile,
+)
+from muse_eval.errors import ConfigError
+from muse_eval.orchestrator import Orchestrator, RunStats
+from muse_eval.providers import build_provider
+from muse_eval.records import RunRow
+from muse_eval.store import Store
+from muse_eval.summary import print_summary, summarize_run
+from muse_eval.task import Item, Task, load_task
+
+__all__ = ["RunOptions", "run_evaluation"]
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED = ("muse-eval", "httpx", "litellm", "duckdb", "pydantic", "xllamacpp")
+
+
+@dataclass
+class RunOptions:
+    """What the command line asked for, before profiles fill the gaps."""
+
+    provider: str = "local"
+    model: str | None = None
+    base_url: str | None = None
+    task: str = "mmlu"
+    limit: int | None = None
+    subjects: list[str] | None = None
+    samples: int = 10
+    temperature: float = 1.0
+    max_tokens: int = 8
+    pushback_samples: int = 5
+    pushback_temperature: float = 1.0
+    pushback_max_tokens: int = 8
+    top_logprobs: int = 20
+    expertise: list[str] | None = None
+    plausibility: list[str] | None = None
+    control: bool = True
+    seed: int = 0
+    max_concurrency: int | None = None
+    max_cost: float | None = None
+    db: Path = Path("results/muse.duckdb")
+    progress: bool = True
+
+
+def run_evaluation(options: RunOptions, console: Console) -> int:
+    """Run MUSE as `options` say, print the summary, and return an exit status."""
+    profile = load_profile(options.provider)
+    model = options.model or profile.model
+    if not model:
+        raise ConfigError(f"The '{options.provider}' provider needs --model NAME.")
+    task = load_task(options.task)
+    _check_levels(task, options)
+    items = task.select_items(
+        subjects=options.subjects, limit=options.limit, seed=options.seed
+    )
+    config = RunConfig(
+        provider=options.provider,
+        model=model,
+        task=options.task,
+        subjects=options.subjects,
+        limit=options.limit,
+        samples=options.samples,
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+        pushback_samples=options.pushback_samples,
+        pushback_temperature=options.pushback_temperature,
+        pushback_max_tokens=options.pushback_max_tokens,
+        top_logprobs=options.top_logprobs,
+        expertise=options.expertise or list(EXPERTISE_LEVELS),
+        plausibility=options.plausibility or list(PLAUSIBILITY_LEVELS),
+        control=options.control,
+        seed=options.seed,
+        max_concurrency=options.max_concurrency,
+        base_url=options.base_url or profile.base_url,
+        max_cost=options.max_cost,
+    )
+    fingerprint = task_fingerprint(task)
+    run_id = config.run_id(fingerprint)
+    concurrency = options.max_concurrency or profile.max_concurrency
+
+    store = Store(options.db)
+    store.initialize()
+    provider = build_provider(
+        profile,
+        model=model,
+        base_url=config.base_url,
+        slot_tokens=slot_tokens(task, items, config),
+        slots=max(config.samples, config.pushback_samples) * 2,
+        max_concurrency=concurrency,
+    )
+    store.record_run(
+        RunRow(
+            run_id=run_id,
+            created_at=datetime.now(UTC),
+            provider=options.provider,
+            model=model,
+            task=options.task,
+            simulated=profile.kind == "simulated",
+            samples=config.samples,
+            temperature=config.temperature,
+            pushback_samples=config.pushback_samples,
+            pushback_temperature=config.pushback_temperature,
+            seed=config.seed,
+            config=config.model_dump_json(),
+            config_hash=config_hash(config.identity(fingerprint)),
+            provider_info=json.dumps(provider.describe(), default=str),
+            versions=json.dumps(_versions()),
+            git_revision=_git_revision(),
+        )
+    )
+    simulated = " [bold yellow](SIMULATED backend: not a real model)[/]" if (
+        profile.kind == "simulated"
+    ) else ""
+    console.print(
+        f"Run [bold]{run_id}[/]: {len(items)} items of {task.name}, "
+        f"{options.provider}/{model}, N={config.samples} at T={config.temperature:g}, "
+        f"M={config.pushback_samples} at T={config.pushback_temperature:g}{simulated}"
+    )
+    stats = anyio.run(_execute, config, run_id, task, provider, store, items, concurrency,
+                      options.progress, console)
+    _report_stats(console, stats)
+    summaries = summarize_run(store, run_id)
+    print_summary(
+        console,
+        summaries,
+        f"MUSE summary: {run_id} ({task.name}, {model}, N={config.samples}, "
+        f"T={config.temperature:g}){' SIMULATED' if simulated else ''}",
+    )
+    console.print(f"Results: {options.db} (muse-eval sql \"SELECT * FROM conformity\")")
+    return 0
+
+
+async def _execute(
+    config: RunConfig,
+    run_id: str,
+    task: Task,
+    provider: object,
+    store: Store,
+    items: list[Item],
+    concurrency: int,
+    progress: bool,
+    console: Console,
+) -> RunStats:
+    from muse_eval.providers import Provider
+
+    assert isinstance(provider, Provider)
+    spent = _spent_usd(store, run_id)
+    await provider.start()
+    try:
+        with _progress(console, enabled=progress) as bar:
+            job = bar.add_task("items", total=len(items), requests=0, errors=0, rate=0.0)
+
+            def update(stats: RunStats) -> None:
+                bar.update(
+                    job,
+                    completed=stats.items_done,
+                    requests=stats.requests,
+                    errors=stats.errors,
+                    rate=stats.requests / max(stats.elapsed, 1e-9),
+                )
+
+            orchestrator = Orchestrator(
+                config,
+                run_id,
+                task,
+                provider,
+                store,
+                max_concurrency=concurrency,
+                spent_usd=spent,
+                on_progress=update,
+            )
+            return await orchestrator.run(items)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await provider.aclose()
+
+
+def _progress(console: Console, *, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed}/{task.total} items"),
+        TextColumn("{task.fields[requests]} requests ({task.fields[rate]:.1f}/s)"),
+        TextColumn("{task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _report_stats(console: Console, stats: RunStats) -> None:
+    per_stage = []
+    for stage, units in stats.stage_units.items():
+        if units:
+            per_stage.append(
+                f"{stage}: {units} units, {stats.stage_seconds[stage] / units:.2f} s each"
+            )
+    console.print(
+        f"This invocation: {stats.units_stored} units stored "
+        f"({stats.units_resumed} were stored before), {stats.units_failed} failed, "
+        f"{stats.requests} requests, {stats.errors} retried errors in "
+        f"{stats.elapsed:.1f} s ({stats.requests / max(stats.elapsed, 1e-9):.2f} "
+        f"requests/s). " + "; ".join(per_stage)
+    )
+
+
+def _check_levels(task: Task, options: RunOptions) -> None:
+    unknown = set(options.expertise or []) - set(task.pushback.expertise)
+    if unknown:
+        raise ConfigError(
+            f"Task '{task.name}' has no expertise level {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(task.pushback.expertise)}."
+        )
+    unknown = set(options.plausibility or []) - set(PLAUSIBILITY_LEVELS)
+    if unknown:
+        raise ConfigError(
+            f"Unknown plausibility level {', '.join(sorted(unknown))}; choose from "
+            f"{', '.join(PLAUSIBILITY_LEVELS)}."
+        )
+
+
+def task_fingerprint(task: Task) -> str:
+    """Hash of the task's prompts and source, so edited templates make a new run."""
+    data = task.model_dump(include={"name", "source", "prompt", "pushback"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def slot_tokens(task: Task, items: list[Item], config: RunConfig) -> int:
+    """Tokens one engine slot needs for the run's longest conversation.
+
+    Counted without a tokenizer, at a conservative 2.5 characters per token, plus
+    the replies and room for the chat template.
+    """
+    longest = max(
+        sum(len(m.content) for m in task.question_messages(item)) for item in items
+    )
+    pushback = max(len(text) for text in task.pushback.expertise.values()) + 200
+    chars = longest + pushback + 4 * config.max_tokens
+    tokens = int(chars / 2.5) + config.max_tokens + config.pushback_max_tokens + 128
+    return max(512, -(-tokens // 256) * 256)
+
+
+def _spent_usd(store: Store, run_id: str) -> float:
+    _, rows = store.query_params(
+        "SELECT coalesce(sum(cost_usd), 0) FROM units WHERE run_id = ?", [run_id]
+    )
+    return float(rows[0][0])
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _git_revision() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None

@@ -1,0 +1,489 @@
+"""The results database: DuckDB, one file, SQL all the way down.
+
+Tables (``results/README.md`` documents every column):
+
+- ``meta``: the schema version.
+- ``runs``: one row per run configuration.
+- ``items``: the questions each run asked.
+- ``units``: one row per unit of work, with the exact messages, tokens and latency.
+- ``samples``: one row per stage-one answer.
+- ``pushbacks``: one row per stage-two conversation.
+- ``pushback_replies``: one row per reply within a conversation.
+- ``failures``: every failed attempt, including those retried later.
+
+Views ``item_uncertainty`` and ``conformity`` hold the analysis inputs.
+
+DuckDB lets one process write a file at a time and blocks readers in other processes
+while it does. The writer therefore opens the file only to flush a batch, so
+``muse-eval sql`` in another shell gets in between flushes, and two runs aimed at one
+file take turns instead of failing. Each batch is one transaction of bulk inserts
+through Arrow; ``INSERT OR IGNORE`` on the primary keys makes a unit stored twice
+(two processes racing on one run) land once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from muse_eval.errors import StoreError, StoreLocked
+from muse_eval.records import RunRow, SampleRow, UnitResult
+from muse_eval.redaction import redact
+
+__all__ = ["SCHEMA_VERSION", "BatchWriter", "Store"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    created_at TIMESTAMP,
+    provider VARCHAR,
+    model VARCHAR,
+    task VARCHAR,
+    simulated BOOLEAN,
+    samples INTEGER,
+    temperature DOUBLE,
+    pushback_samples INTEGER,
+    pushback_temperature DOUBLE,
+    seed BIGINT,
+    config JSON,
+    config_hash VARCHAR,
+    provider_info JSON,
+    versions JSON,
+    git_revision VARCHAR
+);
+CREATE TABLE IF NOT EXISTS items (
+    run_id VARCHAR,
+    item_id VARCHAR,
+    task VARCHAR,
+    subject VARCHAR,
+    question VARCHAR,
+    options VARCHAR[],
+    answer VARCHAR,
+    PRIMARY KEY (run_id, item_id)
+);
+CREATE TABLE IF NOT EXISTS units (
+    run_id VARCHAR,
+    unit_id VARCHAR,
+    stage VARCHAR,
+    item_id VARCHAR,
+    condition VARCHAR,
+    status VARCHAR,
+    error_kind VARCHAR,
+    error VARCHAR,
+    messages JSON,
+    request_seed BIGINT,
+    requests INTEGER,
+    retries INTEGER,
+    prompt_tokens BIGINT,
+    completion_tokens BIGINT,
+    cost_usd DOUBLE,
+    latency_s DOUBLE,
+    finished_at TIMESTAMP,
+    PRIMARY KEY (run_id, unit_id)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id VARCHAR,
+    item_id VARCHAR,
+    sample_index INTEGER,
+    unit_id VARCHAR,
+    reply VARCHAR,
+    finish_reason VARCHAR,
+    answer VARCHAR,
+    parse_status VARCHAR,
+    parse_method VARCHAR,
+    letter_probs JSON,
+    letter_entropy DOUBLE,
+    letter_mass DOUBLE,
+    PRIMARY KEY (run_id, item_id, sample_index)
+);
+CREATE TABLE IF NOT EXISTS pushbacks (
+    run_id VARCHAR,
+    item_id VARCHAR,
+    condition VARCHAR,
+    unit_id VARCHAR,
+    expertise VARCHAR,
+    plausibility VARCHAR,
+    initial_answer VARCHAR,
+    initial_sample_index INTEGER,
+    suggested VARCHAR,
+    suggestion_basis VARCHAR,
+    pushback_text VARCHAR,
+    n_replies INTEGER,
+    n_parsed INTEGER,
+    n_conformed INTEGER,
+    n_changed INTEGER,
+    conformity_rate DOUBLE,
+    change_rate DOUBLE,
+    p_suggested DOUBLE,
+    p_initial DOUBLE,
+    letter_mass DOUBLE,
+    PRIMARY KEY (run_id, item_id, condition)
+);
+CREATE TABLE IF NOT EXISTS pushback_replies (
+    run_id VARCHAR,
+    item_id VARCHAR,
+    condition VARCHAR,
+    reply_index INTEGER,
+    reply VARCHAR,
+    finish_reason VARCHAR,
+    answer VARCHAR,
+    parse_status VARCHAR,
+    conformed BOOLEAN,
+    changed BOOLEAN,
+    PRIMARY KEY (run_id, item_id, condition, reply_index)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    run_id VARCHAR,
+    unit_id VARCHAR,
+    kind VARCHAR,
+    message VARCHAR,
+    attempt INTEGER,
+    failed_at TIMESTAMP
+);
+"""
+
+_VIEWS = """
+CREATE OR REPLACE VIEW item_uncertainty AS
+WITH per_item AS (
+    SELECT run_id, item_id,
+           count(*) AS n_samples,
+           count(*) FILTER (WHERE parse_status = 'ok') AS n_parsed,
+           arg_min(letter_entropy, sample_index) AS letter_entropy
+    FROM samples GROUP BY run_id, item_id
+), per_answer AS (
+    SELECT run_id, item_id, answer, count(*) AS votes, min(sample_index) AS first
+    FROM samples WHERE parse_status = 'ok' GROUP BY run_id, item_id, answer
+), spread AS (
+    SELECT a.run_id, a.item_id,
+           -sum(a.votes / p.n_parsed * ln(a.votes / p.n_parsed)) AS entropy_nats,
+           max(a.votes) / p.n_parsed AS agreement,
+           arg_max(a.answer, a.votes * 1000000 - a.first) AS modal_answer,
+           count(*) AS n_distinct
+    FROM per_answer a JOIN per_item p USING (run_id, item_id)
+    GROUP BY a.run_id, a.item_id, p.n_parsed
+)
+SELECT p.run_id, p.item_id, i.subject, i.answer AS correct_answer,
+       p.n_samples, p.n_parsed,
+       1 - p.n_parsed / p.n_samples AS parse_failure_rate,
+       CASE WHEN p.n_parsed > 0
+            THEN greatest(0.0, least(1.0, s.entropy_nats / ln(len(i.options))))
+       END AS entropy,
+       s.agreement, s.modal_answer, s.n_distinct,
+       s.modal_answer = i.answer AS modal_correct,
+       p.letter_entropy
+FROM per_item p
+JOIN items i USING (run_id, item_id)
+LEFT JOIN spread s USING (run_id, item_id);
+
+CREATE OR REPLACE VIEW conformity AS
+SELECT b.run_id, r.provider, r.model, r.task, r.simulated,
+       b.item_id, u.subject, b.condition, b.expertise, b.plausibility,
+       u.entropy AS uncertainty, u.letter_entropy, u.agreement,
+       b.initial_answer, b.initial_answer = u.correct_answer AS initial_correct,
+       b.suggested, b.suggested = u.correct_answer AS suggestion_correct,
+       b.n_replies, b.n_parsed, b.n_conformed, b.n_changed,
+       b.conformity_rate, b.change_rate, b.p_suggested, b.p_initial
+FROM pushbacks b
+JOIN item_uncertainty u USING (run_id, item_id)
+JOIN runs r USING (run_id);
+"""
+
+# Forward migrations: MIGRATIONS[v] turns a version-v database into version v + 1.
+MIGRATIONS: dict[int, str] = {}
+
+_LOCK_HOLDER = re.compile(r"PID (\d+)")
+_WRITE_ORDER = ("items", "units", "samples", "pushbacks", "pushback_replies")
+
+
+class Store:
+    """A DuckDB results file.
+
+    Args:
+        path: The database file; its folder is created when missing.
+        lock_timeout: Seconds to wait for another process to release the file.
+    """
+
+    def __init__(self, path: str | Path, *, lock_timeout: float = 30.0) -> None:
+        self.path = Path(path).expanduser()
+        self.lock_timeout = lock_timeout
+
+    def initialize(self) -> None:
+        """Create or migrate the schema; check the file is writable.
+
+        Raises:
+            StoreError: The folder cannot be created or the file was written by a
+                newer muse-eval.
+            StoreLocked: Another process kept the file locked past the timeout.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the folder {self.path.parent} ({exc.strerror}); "
+                "choose another --db path."
+            ) from None
+        with self.connect() as con:
+            con.execute(_TABLES)
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+            found = row.fetchone()
+            version = int(found[0]) if found else SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer muse-eval (schema {version}, "
+                    f"this one reads {SCHEMA_VERSION}); upgrade muse-eval."
+                )
+            while version < SCHEMA_VERSION:
+                con.execute(MIGRATIONS[version])
+                version += 1
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                [str(SCHEMA_VERSION)],
+            )
+            con.execute(_VIEWS)
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file, waiting while another process holds it.
+
+        Raises:
+            StoreError: The file cannot be opened.
+            StoreLocked: Another process kept it locked past the timeout.
+        """
+        if read_only and not self.path.exists():
+            raise StoreError(
+                f"No results database at {self.path}; run an evaluation first or "
+                "pass --db PATH."
+            )
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                message = str(exc)
+                if "lock" not in message.lower():
+                    raise StoreError(
+                        f"Cannot open {self.path} ({_first_line(message)}); check the "
+                        "path and its permissions or pass another --db."
+                    ) from None
+                if time.monotonic() >= deadline:
+                    holder = _LOCK_HOLDER.search(message)
+                    who = f"process {holder.group(1)}" if holder else "another process"
+                    raise StoreLocked(
+                        f"{self.path} is locked by {who}, which is writing to it; "
+                        "wait for it to finish or pass another --db."
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"Cannot open {self.path} ({_first_line(str(exc))}); pass "
+                    "another --db."
+                ) from None
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def record_run(self, run: RunRow) -> None:
+        """Insert the run's row unless it exists already (a resumed run)."""
+        with self.connect() as con:
+            columns = list(RunRow.model_fields)
+            placeholders = ", ".join("?" for _ in columns)
+            con.execute(
+                f"INSERT OR IGNORE INTO runs ({', '.join(columns)}) "
+                f"VALUES ({placeholders})",
+                [getattr(run, c) for c in columns],
+            )
+
+    def stored_units(self, run_id: str) -> set[str]:
+        """Ids of the units of `run_id` that are stored, done or failed for good."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT unit_id FROM units WHERE run_id = ?", [run_id]
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def stage_one_samples(
+        self, run_id: str, item_ids: Sequence[str]
+    ) -> dict[str, list[SampleRow]]:
+        """Stored stage-one samples of the given items, by item, in sample order."""
+        if not item_ids:
+            return {}
+        with self.connect() as con:
+            cursor = con.execute(
+                "SELECT * FROM samples WHERE run_id = ? "
+                "AND list_contains(?, item_id) ORDER BY item_id, sample_index",
+                [run_id, list(item_ids)],
+            )
+            names = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        found: dict[str, list[SampleRow]] = {}
+        for row in rows:
+            record = SampleRow.model_validate(dict(zip(names, row, strict=True)))
+            found.setdefault(record.item_id, []).append(record)
+        return found
+
+    def write(self, results: Sequence[UnitResult]) -> None:
+        """Store a batch of unit results in one transaction."""
+        if not results:
+            return
+        import pyarrow as pa
+
+        tables: dict[str, list[dict[str, Any]]] = {name: [] for name in _WRITE_ORDER}
+        for result in results:
+            if result.item is not None:
+                tables["items"].append(result.item.model_dump())
+            unit = result.unit.model_dump()
+            if unit["error"]:
+                unit["error"] = redact(unit["error"])
+            tables["units"].append(unit)
+            tables["samples"].extend(s.model_dump() for s in result.samples)
+            if result.pushback is not None:
+                tables["pushbacks"].append(result.pushback.model_dump())
+            tables["pushback_replies"].extend(r.model_dump() for r in result.replies)
+
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name in _WRITE_ORDER:
+                    rows = tables[name]
+                    if not rows:
+                        continue
+                    con.register("batch", pa.Table.from_pylist(rows))
+                    con.execute(f"INSERT OR IGNORE INTO {name} BY NAME SELECT * FROM batch")
+                    con.unregister("batch")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def record_failures(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append failed attempts (kept for diagnosis; they are not results)."""
+        if not rows:
+            return
+        import pyarrow as pa
+
+        clean = [{**row, "message": redact(str(row["message"]))} for row in rows]
+        with self.connect() as con:
+            con.register("batch", pa.Table.from_pylist(clean))
+            con.execute("INSERT INTO failures BY NAME SELECT * FROM batch")
+            con.unregister("batch")
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run read-only SQL and return the column names and rows.
+
+        Raises:
+            StoreError: The SQL is invalid or the file cannot be read.
+        """
+        return self.query_params(sql, None)
+
+    def query_params(
+        self, sql: str, params: list[Any] | None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run read-only SQL with parameters; see `query`."""
+        with self.connect(read_only=True) as con:
+            try:
+                cursor = con.execute(sql, params)
+            except duckdb.Error as exc:
+                raise StoreError(f"The query failed: {_first_line(str(exc))}") from None
+            if cursor.description is None:
+                return [], []
+            names = [d[0] for d in cursor.description]
+            return names, cursor.fetchall()
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message
+
+
+class BatchWriter:
+    """The single writer of a run: collects unit results and stores them in batches.
+
+    Workers `submit` results; one task drains them and writes a batch whenever
+    `max_batch` results are waiting or `interval` seconds have passed. The drain runs
+    shielded from cancellation, so an interrupted run still stores every result
+    that was submitted before the interruption.
+
+    Args:
+        store: Where to write.
+        max_batch: Results per transaction at most.
+        interval: Seconds between flushes at most.
+        capacity: Results waiting at most before `submit` makes workers wait.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 1000,
+        interval: float = 1.0,
+        capacity: int = 4096,
+    ) -> None:
+        import anyio
+
+        self.store = store
+        self.max_batch = max_batch
+        self.interval = interval
+        self._send, self._receive = anyio.create_memory_object_stream[UnitResult](
+            capacity
+        )
+        self._failures: list[dict[str, Any]] = []
+        self.flushes = 0
+        self.stored = 0
+
+    async def submit(self, result: UnitResult) -> None:
+        """Queue one unit's result for storage."""
+        await self._send.send(result)
+
+    def note_failure(self, row: dict[str, Any]) -> None:
+        """Queue a failed attempt for the ``failures`` table."""
+        self._failures.append(row)
+
+    def close(self) -> None:
+        """Accept no more results; the drain stores what is queued and ends."""
+        self._send.close()
+
+    async def drain(self) -> None:
+        """Store submitted results until `close` is called and the queue is empty."""
+        import anyio
+
+        with anyio.CancelScope(shield=True):
+            batch: list[UnitResult] = []
+            deadline = time.monotonic() + self.interval
+            open_ = True
+            while open_:
+                with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+                    try:
+                        batch.append(await self._receive.receive())
+                        if len(batch) < self.max_batch:
+                            continue
+                    except anyio.EndOfStream:
+                        open_ = False
+                await self._flush(batch)
+                batch = []
+                deadline = time.monotonic() + self.interval
+
+    async def _flush(self, batch: list[UnitResult]) -> None:
+        import anyio
+
+        failures, self._failures = self._failures, []
+        if failures:
+            await anyio.to_thread.run_sync(self.store.record_failures, failures)
+        if batch:
+            await anyio.to_thread.run_sync(self.store.write, batch)
+            self.flushes += 1
+            self.stored += len(batch)
