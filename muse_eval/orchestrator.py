@@ -38,6 +38,7 @@ from muse_eval.providers._base import (
     GenerateRequest,
     GenerateResponse,
     Provider,
+    UnitContext,
 )
 from muse_eval.pushback import (
     Condition,
@@ -246,6 +247,12 @@ class Orchestrator:
             max_tokens=self.config.max_tokens,
             seed=derive_seed(self.config.seed, unit_id),
             top_logprobs=self.config.top_logprobs,
+            unit=UnitContext(
+                stage="sample",
+                item_id=item.id,
+                correct_answer=item.answer,
+                letters=item.letters,
+            ),
         )
         item_row = ItemRow(
             run_id=self.run_id,
@@ -281,6 +288,18 @@ class Orchestrator:
             max_tokens=self.config.pushback_max_tokens,
             seed=derive_seed(self.config.seed, unit_id),
             top_logprobs=self.config.top_logprobs,
+            unit=UnitContext(
+                stage="pushback",
+                item_id=item.id,
+                correct_answer=item.answer,
+                letters=item.letters,
+                condition=condition.id,
+                expertise=condition.expertise,
+                plausibility=condition.plausibility,
+                suggested=condition.suggested,
+                initial_answer=stage_one.modal,
+                uncertainty=stage_one.entropy,
+            ),
         )
         generation = await self._generate_or_record(
             unit_id, Stage.PUSHBACK, item, condition.id, request, None

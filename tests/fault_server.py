@@ -248,7 +248,7 @@ class FaultServer:
         self._loop = loop
         try:
             loop.run_until_complete(self._bind())
-        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+        except BaseException as exc:  # handed to the thread that called start()
             self._startup_error = exc
             self._ready.set()
             loop.close()

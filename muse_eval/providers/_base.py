@@ -20,6 +20,7 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "Provider",
+    "UnitContext",
 ]
 
 
@@ -30,6 +31,29 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+
+class UnitContext(BaseModel):
+    """What a request is for, in MUSE's terms.
+
+    Real backends ignore it and it is never sent over the network; test instruments
+    such as the simulated backend use it to answer by known parameters.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: Literal["sample", "pushback"]
+    item_id: str
+    correct_answer: str
+    letters: list[str]
+    condition: str | None = None
+    expertise: str | None = None
+    plausibility: str | None = None
+    suggested: str | None = None
+    initial_answer: str | None = None
+    uncertainty: float | None = Field(
+        None, description="The item's stage-one answer entropy (stage two only)."
+    )
 
 
 class GenerateRequest(BaseModel):
@@ -49,6 +73,9 @@ class GenerateRequest(BaseModel):
         None,
         description="Set when one of n samples is sent on its own, so that no cache "
         "on the way can collapse the separate draws into one.",
+    )
+    unit: UnitContext | None = Field(
+        None, description="The MUSE unit this request serves; never sent."
     )
 
 

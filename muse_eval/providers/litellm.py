@@ -45,6 +45,7 @@ from muse_eval.providers._base import (
     GenerateRequest,
     GenerateResponse,
 )
+from muse_eval.redaction import register_secret
 
 __all__ = [
     "RESERVED_OPTIONS",
@@ -214,6 +215,12 @@ class LiteLLMProvider:
             self._api_key = key
 
         self._secrets = _collect_secrets(self._api_key, os.environ)
+        # Registered process-wide too, so the CLI, the store and the log filter
+        # mask whatever this provider could send, not only what it raises.
+        register_secret(self._api_key)
+        if self._api_key is None:
+            for secret in self._secrets:
+                register_secret(secret)
         self._litellm = _import_litellm()
         logger.debug("litellm provider ready for %s at %s", self.model, self._where())
 
@@ -242,7 +249,7 @@ class LiteLLMProvider:
         began = time.perf_counter()
         try:
             response = await litellm.acompletion(**arguments)
-        except Exception as exc:  # noqa: BLE001 - each failure leaves scrubbed
+        except Exception as exc:
             # Whatever litellm raises must leave as a ProviderError, for the
             # orchestrator's one retry policy, and with the key scrubbed from it.
             error = self._translate(exc)
@@ -336,9 +343,9 @@ class LiteLLMProvider:
             return None
         try:
             cost = self._litellm.completion_cost(completion_response=response)
-        except Exception as exc:  # noqa: BLE001 - an unpriced model is no failure
-            # A model missing from the table stays missing for the whole run, so
-            # asking again per request would only cost time.
+        except Exception as exc:
+            # An unpriced model is no failure. A model missing from the table stays
+            # missing for the whole run, so asking again would only cost time.
             if type(exc).__name__ == "ModelNotMappedError":
                 self._cost_unknown = True
             logger.debug("no price for %s: %s", self.model, self._scrub(str(exc)))
@@ -389,8 +396,8 @@ class LiteLLMProvider:
             )
         if _refused_connection(exc):
             return Unreachable(
-                f"nothing accepts connections at {where}; start the server or fix "
-                f"the base URL ({self._detail(exc)})"
+                f"Nothing answers at {where}; start the server or fix --base-url "
+                f"({self._detail(exc)})."
             )
         if isinstance(
             exc,
