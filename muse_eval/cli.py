@@ -70,7 +70,9 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log per request")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress display"
+    )
 
 
 def build_run_parser() -> argparse.ArgumentParser:
@@ -82,19 +84,31 @@ def build_run_parser() -> argparse.ArgumentParser:
         "(muse-eval COMMAND --help)",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--provider", default="local", help="provider profile (default: local)")
+    run.add_argument(
+        "--provider", default="local", help="provider profile (default: local)"
+    )
     run.add_argument("--model", help="model name (default: the profile's model)")
     run.add_argument("--base-url", help="server address, e.g. http://127.0.0.1:8000/v1")
     run.add_argument("--task", default="mmlu", help="task name (default: mmlu)")
     run.add_argument("--limit", type=_positive_int, help="evaluate at most K items")
     run.add_argument("--subjects", help="comma-separated subjects to keep")
-    run.add_argument("--samples", type=_positive_int, default=10, help="stage-one samples N")
     run.add_argument(
-        "--temperature", type=_non_negative_float, default=1.0, help="stage-one temperature"
+        "--samples", type=_positive_int, default=10, help="stage-one samples N"
     )
-    run.add_argument("--max-tokens", type=_positive_int, default=8, help="stage-one reply cap")
     run.add_argument(
-        "--pushback-samples", type=_positive_int, default=5, help="replies per conversation M"
+        "--temperature",
+        type=_non_negative_float,
+        default=1.0,
+        help="stage-one temperature",
+    )
+    run.add_argument(
+        "--max-tokens", type=_positive_int, default=8, help="stage-one reply cap"
+    )
+    run.add_argument(
+        "--pushback-samples",
+        type=_positive_int,
+        default=5,
+        help="replies per conversation M",
     )
     run.add_argument(
         "--pushback-temperature",
@@ -103,7 +117,10 @@ def build_run_parser() -> argparse.ArgumentParser:
         help="stage-two temperature",
     )
     run.add_argument(
-        "--pushback-max-tokens", type=_positive_int, default=8, help="stage-two reply cap"
+        "--pushback-max-tokens",
+        type=_positive_int,
+        default=8,
+        help="stage-two reply cap",
     )
     run.add_argument(
         "--top-logprobs",
@@ -111,7 +128,9 @@ def build_run_parser() -> argparse.ArgumentParser:
         default=20,
         help="first-token alternatives to request (0: none)",
     )
-    run.add_argument("--expertise", help="comma-separated expertise levels (default: all)")
+    run.add_argument(
+        "--expertise", help="comma-separated expertise levels (default: all)"
+    )
     run.add_argument(
         "--plausibility",
         help="comma-separated plausibility levels: plausible,implausible,correct",
@@ -181,15 +200,18 @@ def _command_tasks(args: argparse.Namespace, console: Console) -> int:
 
     table = Table(title="Tasks", title_justify="left")
     for header in ("task", "items", "subjects", "description"):
-        table.add_column(header, justify="right" if header in ("items", "subjects") else "left")
+        table.add_column(
+            header, justify="right" if header in ("items", "subjects") else "left"
+        )
     for name in list_definitions("tasks"):
         task = load_task(name)
         try:
             items = list(task.iter_items())
-            count, subjects = str(len(items)), str(len({i.subject for i in items}))
+            n_items = str(len(items))
+            subjects = str(len({i.subject for i in items}))
         except MuseError as exc:
-            count, subjects = "–", f"unavailable: {exc}"
-        table.add_row(name, count, subjects, task.description)
+            n_items, subjects = "–", f"unavailable: {exc}"
+        table.add_row(name, n_items, subjects, task.description)
     console.print(table)
     return 0
 
@@ -259,7 +281,10 @@ def _reader_parser(name: str, help_text: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"muse-eval {name}", description=help_text)
     _add_db(parser)
     parser.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="output format"
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output format",
     )
     parser.add_argument(
         "--wait",

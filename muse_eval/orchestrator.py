@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import anyio
 
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 #: Items whose stage one must all come back unparseable before the run gives up.
 UNPARSEABLE_PROBE = 5
 _RESUME_CHUNK = 256
+
+T = TypeVar("T")
 
 
 def sample_unit_id(item_id: str) -> str:
@@ -164,7 +167,9 @@ class Orchestrator:
         self.stats.items_total = len(items)
         self.stats.units_resumed = len(stored)
         if stored:
-            logger.info("Resuming run %s: %d units already stored", self.run_id, len(stored))
+            logger.info(
+                "Resuming run %s: %d units already stored", self.run_id, len(stored)
+            )
 
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._writer.drain)
@@ -226,7 +231,7 @@ class Orchestrator:
             slots.release()
             self._on_progress(self.stats)
 
-    async def _guarded(self, work):  # type: ignore[no-untyped-def]
+    async def _guarded(self, work: Awaitable[T]) -> T | None:
         """Await `work`; a unit that fails for good is logged, not fatal."""
         try:
             return await work
@@ -310,7 +315,9 @@ class Orchestrator:
             self.run_id, unit_id, stage_one, condition, text, generation.completions
         )
         await self._store(
-            self._unit_row(unit_id, Stage.PUSHBACK, item, condition.id, request, generation),
+            self._unit_row(
+                unit_id, Stage.PUSHBACK, item, condition.id, request, generation
+            ),
             pushback=row,
             replies=replies,
         )
@@ -367,7 +374,9 @@ class Orchestrator:
                 self._disable_n(f"it refused n={request.n}")
         if len(completions) < request.n:
             if request.n > 1 and fits and completions:
-                self._disable_n(f"it returned {len(completions)} of {request.n} replies")
+                self._disable_n(
+                    f"it returned {len(completions)} of {request.n} replies"
+                )
             singles = await self._generate_singles(
                 unit_id, request, range(len(completions), request.n)
             )
@@ -447,7 +456,9 @@ class Orchestrator:
                     "failed_at": datetime.now(UTC),
                 }
             )
-            logger.debug("Retrying %s after attempt %d: %s", unit_id, attempt_number, error)
+            logger.debug(
+                "Retrying %s after attempt %d: %s", unit_id, attempt_number, error
+            )
 
         try:
             response, retries = await self.retry.call(attempt, on_failure)
@@ -484,7 +495,7 @@ class Orchestrator:
                 f"The model '{self.config.model}' gave no parseable option letter in "
                 f"{self._stage_one_seen} items ({self._stage_one_seen * len(rows)} "
                 "samples); check the model, its chat template or the task's prompt "
-                "(stored replies: muse-eval sql \"SELECT reply FROM samples\")."
+                '(stored replies: muse-eval sql "SELECT reply FROM samples").'
             )
 
     def _unit_row(
@@ -515,7 +526,7 @@ class Orchestrator:
         )
 
     async def _store(self, unit: UnitRow, **rows: object) -> None:
-        await self._writer.submit(UnitResult(unit=unit, **rows))  # type: ignore[arg-type]
+        await self._writer.submit(UnitResult.model_validate({"unit": unit, **rows}))
         self.stats.units_stored += 1
         self.stats.stage_units[unit.stage] += 1
         self.stats.stage_seconds[unit.stage] += unit.latency_s
@@ -530,6 +541,9 @@ def _refuses_n(error: BadRequest) -> bool:
     return "'n'" in text or " n " in text or "n must" in text or "field n" in text
 
 
-def _total(values: object) -> float | None:
-    present = [v for v in values if v is not None]  # type: ignore[attr-defined]
+N = TypeVar("N", int, float)
+
+
+def _total(values: Iterable[N | None]) -> N | None:
+    present = [v for v in values if v is not None]
     return sum(present) if present else None

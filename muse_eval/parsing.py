@@ -1,6 +1,6 @@
-"""Read an option letter out of a model's free-text reply.
+r"""Read an option letter out of a model's free-text reply.
 
-Models answer in many shapes: ``B``, ``(B)``, ``**B**``, ``$B$``, ``\\boxed{B}``,
+Models answer in many shapes: ``B``, ``(B)``, ``**B**``, ``$B$``, ``\boxed{B}``,
 ``Answer: B``, ``The answer is B.``, ``B. the option text``, or only the option's text.
 The parser tries the most explicit readings first and only accepts a reading that is
 unambiguous. A reply that names two different letters with equal weight is

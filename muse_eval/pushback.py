@@ -184,7 +184,9 @@ def pushback_rows(
             n_conformed / n_parsed if n_conformed is not None and n_parsed else None
         ),
         change_rate=n_changed / n_parsed if n_parsed else None,
-        p_suggested=probs.get(condition.suggested) if probs and condition.suggested else None,
+        p_suggested=probs.get(condition.suggested)
+        if probs and condition.suggested
+        else None,
         p_initial=probs.get(initial) if probs else None,
         letter_mass=letter_mass(first, item.letters) if first else None,
     )

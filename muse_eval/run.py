@@ -14,7 +14,13 @@ from pathlib import Path
 
 import anyio
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from muse_eval.config import (
     EXPERTISE_LEVELS,
@@ -131,16 +137,28 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
             git_revision=_git_revision(),
         )
     )
-    simulated = " [bold yellow](SIMULATED backend: not a real model)[/]" if (
-        profile.kind == "simulated"
-    ) else ""
+    simulated = (
+        " [bold yellow](SIMULATED backend: not a real model)[/]"
+        if (profile.kind == "simulated")
+        else ""
+    )
     console.print(
         f"Run [bold]{run_id}[/]: {len(items)} items of {task.name}, "
         f"{options.provider}/{model}, N={config.samples} at T={config.temperature:g}, "
         f"M={config.pushback_samples} at T={config.pushback_temperature:g}{simulated}"
     )
-    stats = anyio.run(_execute, config, run_id, task, provider, store, items, concurrency,
-                      options.progress, console)
+    stats = anyio.run(
+        _execute,
+        config,
+        run_id,
+        task,
+        provider,
+        store,
+        items,
+        concurrency,
+        options.progress,
+        console,
+    )
     _report_stats(console, stats)
     summaries = summarize_run(store, run_id)
     print_summary(
@@ -149,7 +167,7 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         f"MUSE summary: {run_id} ({task.name}, {model}, N={config.samples}, "
         f"T={config.temperature:g}){' SIMULATED' if simulated else ''}",
     )
-    console.print(f"Results: {options.db} (muse-eval sql \"SELECT * FROM conformity\")")
+    console.print(f'Results: {options.db} (muse-eval sql "SELECT * FROM conformity")')
     return 0
 
 
@@ -171,7 +189,9 @@ async def _execute(
     await provider.start()
     try:
         with _progress(console, enabled=progress) as bar:
-            job = bar.add_task("items", total=len(items), requests=0, errors=0, rate=0.0)
+            job = bar.add_task(
+                "items", total=len(items), requests=0, errors=0, rate=0.0
+            )
 
             def update(stats: RunStats) -> None:
                 bar.update(
@@ -218,7 +238,8 @@ def _report_stats(console: Console, stats: RunStats) -> None:
     for stage, units in stats.stage_units.items():
         if units:
             per_stage.append(
-                f"{stage}: {units} units, {stats.stage_seconds[stage] / units:.2f} s each"
+                f"{stage}: {units} units, "
+                f"{stats.stage_seconds[stage] / units:.2f} s each"
             )
     console.print(
         f"This invocation: {stats.units_stored} units stored "

@@ -90,7 +90,8 @@ def summarize_samples(item: Item, samples: list[SampleRow]) -> StageOne:
         modal = max(counts, key=lambda letter: (counts[letter], -first_seen[letter]))
         modal_index = first_seen[modal]
     probs = next(
-        (json.loads(s.letter_probs) for s in ordered if s.letter_probs is not None), None
+        (json.loads(s.letter_probs) for s in ordered if s.letter_probs is not None),
+        None,
     )
     return StageOne(
         item=item,

@@ -254,7 +254,9 @@ class Store:
             con.execute(_VIEWS)
 
     @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self, *, read_only: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the file, waiting while another process holds it.
 
         Raises:
@@ -364,7 +366,9 @@ class Store:
                     if not rows:
                         continue
                     con.register("batch", pa.Table.from_pylist(rows))
-                    con.execute(f"INSERT OR IGNORE INTO {name} BY NAME SELECT * FROM batch")
+                    con.execute(
+                        f"INSERT OR IGNORE INTO {name} BY NAME SELECT * FROM batch"
+                    )
                     con.unregister("batch")
                 con.execute("COMMIT")
             except BaseException:

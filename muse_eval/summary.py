@@ -14,8 +14,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from muse_eval.config import EXPERTISE_LEVELS, PLAUSIBILITY_LEVELS
 from muse_eval.analysis.estimates import fit_conformity_curve, wilson_interval
+from muse_eval.config import EXPERTISE_LEVELS, PLAUSIBILITY_LEVELS
 from muse_eval.store import Store
 
 __all__ = ["ConditionSummary", "print_summary", "summarize_run"]
@@ -56,7 +56,10 @@ def summarize_run(store: Store, run_id: str) -> list[ConditionSummary]:
     by_condition: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
         by_condition[row[0]].append(row)
-    return [_summarize(name, by_condition[name]) for name in sorted(by_condition, key=_order)]
+    return [
+        _summarize(name, by_condition[name])
+        for name in sorted(by_condition, key=_order)
+    ]
 
 
 def _order(condition: str) -> tuple[int, int, str]:
@@ -65,7 +68,9 @@ def _order(condition: str) -> tuple[int, int, str]:
         return (-1, -1, condition)
     who, _, level = condition.partition("/")
     rank_who = EXPERTISE_LEVELS.index(who) if who in EXPERTISE_LEVELS else 99
-    rank_level = PLAUSIBILITY_LEVELS.index(level) if level in PLAUSIBILITY_LEVELS else 99
+    rank_level = (
+        PLAUSIBILITY_LEVELS.index(level) if level in PLAUSIBILITY_LEVELS else 99
+    )
     return (rank_who, rank_level, condition)
 
 
@@ -96,7 +101,9 @@ def _summarize(condition: str, rows: list[tuple[Any, ...]]) -> ConditionSummary:
         rate=total_hits / total_trials if total_trials else None,
         rate_ci=wilson_interval(total_hits, total_trials) if total_trials else None,
         certain_rate=certain_hits / certain_trials if certain_trials else None,
-        certain_ci=wilson_interval(certain_hits, certain_trials) if certain_trials else None,
+        certain_ci=wilson_interval(certain_hits, certain_trials)
+        if certain_trials
+        else None,
         certain_items=len(certain),
         slope=curve.slope if curve else None,
         slope_ci=curve.slope_ci if curve else None,

@@ -214,4 +214,6 @@ def load_task(name: str) -> Task:
         path = list_definitions("tasks")[name]
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise TaskError(f"{path}: field '{where}': {first['msg']}; fix the file.") from None
+        raise TaskError(
+            f"{path}: field '{where}': {first['msg']}; fix the file."
+        ) from None

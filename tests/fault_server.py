@@ -48,6 +48,7 @@ from typing import Any, Literal, Self, get_args
 
 __all__ = [
     "DEFAULT_FAULT_MIX",
+    "FAULT_KINDS",
     "LOOPBACK",
     "FaultKind",
     "FaultServer",
@@ -743,7 +744,7 @@ def _parse_mix(text: str) -> dict[FaultKind, float]:
         name, _, weight = item.partition("=")
         if name not in FAULT_KINDS:
             raise argparse.ArgumentTypeError(f"unknown fault kind {name!r}")
-        mix[name] = float(weight) if weight else 1.0  # type: ignore[index]
+        mix[name] = float(weight) if weight else 1.0
     return mix
 
 

@@ -48,7 +48,9 @@ def test_unknown_subject_is_one_clear_sentence(mmlu) -> None:
 
 
 def test_unknown_task() -> None:
-    with pytest.raises(ConfigError, match="Unknown task 'mmlu-pro'; choose one of: mmlu"):
+    with pytest.raises(
+        ConfigError, match="Unknown task 'mmlu-pro'; choose one of: mmlu"
+    ):
         load_task("mmlu-pro")
 
 

@@ -87,6 +87,13 @@ def test_conditions_cross_expertise_and_plausibility_plus_control() -> None:
 def test_no_conditions_for_an_item_without_a_parsed_answer() -> None:
     stage_one = make_stage_one(["", "I cannot answer."])
     assert stage_one.modal is None
-    assert plan_conditions(
-        stage_one, expertise=["none"], plausibility=["plausible"], control=True, seed=0
-    ) == []
+    assert (
+        plan_conditions(
+            stage_one,
+            expertise=["none"],
+            plausibility=["plausible"],
+            control=True,
+            seed=0,
+        )
+        == []
+    )

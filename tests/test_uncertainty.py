@@ -34,7 +34,12 @@ def test_no_parsed_answers_means_no_score() -> None:
 
 
 def test_letter_probabilities_merge_spellings_and_renormalize() -> None:
-    logprobs = {"B": math.log(0.5), " B": math.log(0.1), "A": math.log(0.2), "The": -1.0}
+    logprobs = {
+        "B": math.log(0.5),
+        " B": math.log(0.1),
+        "A": math.log(0.2),
+        "The": -1.0,
+    }
     probs = letter_probabilities(logprobs, ["A", "B", "C", "D"])
     assert probs is not None
     assert probs["B"] == pytest.approx(0.6 / 0.8)
@@ -50,7 +55,7 @@ def test_letter_probabilities_without_letters() -> None:
 
 def test_letter_entropy() -> None:
     assert letter_entropy({"A": 1.0, "B": 0.0, "C": 0.0, "D": 0.0}, 4) == 0.0
-    assert letter_entropy({"A": 0.25, "B": 0.25, "C": 0.25, "D": 0.25}, 4) == pytest.approx(
-        1.0
-    )
+    assert letter_entropy(
+        {"A": 0.25, "B": 0.25, "C": 0.25, "D": 0.25}, 4
+    ) == pytest.approx(1.0)
     assert letter_entropy(None, 4) is None

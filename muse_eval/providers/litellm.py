@@ -486,11 +486,13 @@ def _finite_float(value: str | None) -> float | None:
 
 def _response_headers(exc: BaseException) -> Mapping[str, str] | None:
     """Headers of the failed reply; litellm keeps them in two places."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers:
-        return headers
-    return getattr(exc, "litellm_response_headers", None) or None
+    for headers in (
+        getattr(getattr(exc, "response", None), "headers", None),
+        getattr(exc, "litellm_response_headers", None),
+    ):
+        if isinstance(headers, Mapping) and headers:
+            return headers
+    return None
 
 
 def _refused_connection(exc: BaseException) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,9 +28,43 @@ from muse_eval.providers._base import (
 )
 from muse_eval.providers.openai_compatible import OpenAICompatibleProvider
 
-__all__ = ["LocalProvider"]
+__all__ = ["LocalProvider", "start_engine"]
 
 logger = logging.getLogger(__name__)
+
+
+def start_engine(path: Path, slots: int, slot_tokens: int, threads: int) -> Any:
+    """Start llama.cpp's server on 127.0.0.1 at a random port; blocks while loading.
+
+    The server stops when the returned object is garbage-collected; its address is
+    its ``listening_address``.
+
+    Raises:
+        ConfigError: The engine is not installed.
+    """
+    try:
+        import xllamacpp
+    except ImportError:
+        raise ConfigError(
+            "The local engine (xllamacpp) is not installed; run `make setup`."
+        ) from None
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.hostnames = ["127.0.0.1"]
+    params.n_parallel = slots
+    params.n_ctx = slots * slot_tokens
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.verbosity = 0
+    logger.info(
+        "Starting the local engine: %s, %d slots x %d tokens, %d threads",
+        path.name,
+        slots,
+        slot_tokens,
+        threads,
+    )
+    return xllamacpp.Server(params)
 
 
 class LocalProvider:
@@ -60,33 +95,12 @@ class LocalProvider:
     async def start(self) -> None:
         """Load the model and start the server on loopback."""
         path = await anyio.to_thread.run_sync(resolve_model_path, self.model)
-        try:
-            import xllamacpp
-        except ImportError:
-            raise ConfigError(
-                "The local engine (xllamacpp) is not installed; run `make setup`."
-            ) from None
-
-        params = xllamacpp.CommonParams()
-        params.model.path = str(path)
-        params.hostnames = ["127.0.0.1"]
-        params.n_parallel = self.slots
-        params.n_ctx = self.slots * self.slot_tokens
-        params.cpuparams.n_threads = self.threads
-        params.cpuparams_batch.n_threads = self.threads
-        params.verbosity = 0
-        logger.info(
-            "Starting the local engine: %s, %d slots x %d tokens, %d threads",
-            path.name,
-            self.slots,
-            self.slot_tokens,
-            self.threads,
+        self._server = await anyio.to_thread.run_sync(
+            start_engine, path, self.slots, self.slot_tokens, self.threads
         )
-        self._server = await anyio.to_thread.run_sync(xllamacpp.Server, params)
-        address = self._server.listening_address
         self._http = OpenAICompatibleProvider(
             self.model,
-            base_url=f"{address}/v1",
+            base_url=f"{self._server.listening_address}/v1",
             timeout=self.timeout,
             capabilities=self.capabilities,
         )

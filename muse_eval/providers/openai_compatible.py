@@ -23,13 +23,13 @@ from muse_eval.errors import (
     Transient,
     Unreachable,
 )
-from muse_eval.redaction import register_secret
 from muse_eval.providers._base import (
     Capabilities,
     Completion,
     GenerateRequest,
     GenerateResponse,
 )
+from muse_eval.redaction import register_secret
 
 __all__ = ["OpenAICompatibleProvider", "classify_http_error", "parse_retry_after"]
 
@@ -100,18 +100,26 @@ class OpenAICompatibleProvider:
         try:
             response = await self._client.post("/chat/completions", json=body)
         except httpx.TimeoutException:
-            raise Transient(f"{self.base_url} did not answer in {self.timeout:g} s") from None
+            raise Transient(
+                f"{self.base_url} did not answer in {self.timeout:g} s"
+            ) from None
         except httpx.ConnectError:
             raise Unreachable(f"Nothing answers at {self.base_url}.") from None
         except httpx.TransportError as exc:
-            raise Transient(f"connection to {self.base_url} failed: {type(exc).__name__}") from None
+            raise Transient(
+                f"connection to {self.base_url} failed: {type(exc).__name__}"
+            ) from None
         if response.status_code != 200:
-            raise classify_http_error(response.status_code, response.text, response.headers)
+            raise classify_http_error(
+                response.status_code, response.text, response.headers
+            )
         try:
             payload = response.json()
             return self._parse(payload)
         except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
-            raise Transient(f"malformed reply from {self.base_url}: {type(exc).__name__}") from None
+            raise Transient(
+                f"malformed reply from {self.base_url}: {type(exc).__name__}"
+            ) from None
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -200,14 +208,18 @@ def classify_http_error(
     """Turn a non-200 HTTP reply into the matching `ProviderError`."""
     detail = _error_detail(text)
     if status == 429:
-        return RateLimited(f"rate limited (HTTP 429): {detail}", parse_retry_after(headers))
+        return RateLimited(
+            f"rate limited (HTTP 429): {detail}", parse_retry_after(headers)
+        )
     if status in (401, 403):
         return AuthFailed(
             f"the server refused the credentials (HTTP {status}); check the API key."
         )
     if status in (400, 404, 413, 422):
         if any(hint in detail.lower() for hint in _CONTEXT_HINTS):
-            return ContextTooLong(f"the conversation does not fit the context: {detail}")
+            return ContextTooLong(
+                f"the conversation does not fit the context: {detail}"
+            )
         return BadRequest(f"the server rejected the request (HTTP {status}): {detail}")
     return Transient(f"server error (HTTP {status}): {detail}")
 

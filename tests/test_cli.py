@@ -1,0 +1,109 @@
+"""Bad input gets one clear sentence and a non-zero exit, never a traceback."""
+
+import pytest
+
+from muse_eval.cli import main
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "nope"], "Unknown task 'nope'; choose one of: mmlu"),
+        (["--provider", "nope"], "Unknown provider 'nope'; choose one of:"),
+        (["--subjects", "astrology"], "Task 'mmlu' has no subject astrology"),
+        (["--expertise", "wizard"], "Task 'mmlu' has no expertise level wizard"),
+        (["--plausibility", "absurd"], "Unknown plausibility level absurd"),
+        (
+            ["--provider", "openai-compatible", "--model", "m"],
+            "needs a server address; pass --base-url",
+        ),
+        (
+            [
+                "--provider",
+                "openai-compatible",
+                "--model",
+                "m",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+            ],
+            "Nothing answers at http://127.0.0.1:9/v1; start the server or fix "
+            "--base-url.",
+        ),
+        (["--model", "no-such-model"], "Unknown local model 'no-such-model'"),
+        (["--model", "/tmp/absent.gguf"], "Model file /tmp/absent.gguf does not exist"),
+    ],
+)
+def test_bad_run_input(argv, message, tmp_path, capsys) -> None:
+    code, out, err = run_cli([*argv, "--db", str(tmp_path / "m.duckdb"), "-q"], capsys)
+    assert code == 1
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--limit", "0", "must be at least 1, not 0"),
+        ("--limit", "-3", "must be at least 1, not -3"),
+        ("--samples", "0", "must be at least 1, not 0"),
+        ("--samples", "ten", "'ten' is not a whole number"),
+        ("--temperature", "-1", "must not be negative"),
+    ],
+)
+def test_bad_numbers_are_refused_by_the_parser(flag, value, message, capsys) -> None:
+    code, _, err = run_cli([flag, value], capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_an_unwritable_database_path(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run_cli(["--db", str(blocker / "m.duckdb"), "-q"], capsys)
+    assert code == 1
+    assert "choose another --db path" in " ".join(err.split())
+
+
+def test_sql_on_a_missing_database(tmp_path, capsys) -> None:
+    code, _, err = run_cli(
+        ["sql", "SELECT 1", "--db", str(tmp_path / "x.duckdb")], capsys
+    )
+    assert code == 1
+    assert "No results database" in err
+
+
+def test_sql_formats(tmp_path, capsys) -> None:
+    from muse_eval.store import Store
+
+    Store(tmp_path / "m.duckdb").initialize()
+    db = str(tmp_path / "m.duckdb")
+    code, out, _ = run_cli(
+        ["sql", "SELECT 1 AS one, 'x' AS two", "--db", db, "--format", "csv"], capsys
+    )
+    assert (code, out) == (0, "one,two\r\n1,x\r\n")
+    code, out, _ = run_cli(
+        ["sql", "SELECT 1 AS one", "--db", db, "--format", "json"], capsys
+    )
+    assert (code, out.split()) == (0, ["[", "{", '"one":', "1", "}", "]"])
+    code, _, err = run_cli(["sql", "SELEC nonsense", "--db", db], capsys)
+    assert code == 1 and "The query failed" in err
+    code, out, _ = run_cli(["runs", "--db", db], capsys)
+    assert code == 0 and "No runs stored" in out
+
+
+def test_tasks_lists_mmlu_with_its_counts(capsys) -> None:
+    code, out, _ = run_cli(["tasks"], capsys)
+    assert code == 0
+    row = next(line for line in out.splitlines() if "mmlu" in line)
+    assert "14042" in row and "57" in row
+    code, out, _ = run_cli(["tasks", "--subjects", "mmlu"], capsys)
+    assert "abstract_algebra" in out and "100" in out
