@@ -141,6 +141,12 @@ def build_run_parser() -> argparse.ArgumentParser:
         "--max-concurrency", type=_positive_int, help="requests in flight at most"
     )
     run.add_argument("--max-cost", type=float, help="stop before spending more USD")
+    run.add_argument(
+        "--sim-params",
+        metavar="JSON_OR_FILE",
+        help="simulated provider only: options over the profile's [options], as JSON "
+        "or a file holding JSON",
+    )
     _add_db(parser)
     _add_verbosity(parser)
     return parser
@@ -175,6 +181,7 @@ def _command_run(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         max_concurrency=args.max_concurrency,
         max_cost=args.max_cost,
+        sim_params=args.sim_params,
         db=args.db,
         progress=not args.quiet,
     )

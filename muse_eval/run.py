@@ -25,6 +25,7 @@ from rich.progress import (
 from muse_eval.config import (
     EXPERTISE_LEVELS,
     PLAUSIBILITY_LEVELS,
+    ProviderProfile,
     RunConfig,
     config_hash,
     load_profile,
@@ -67,6 +68,8 @@ class RunOptions:
     seed: int = 0
     max_concurrency: int | None = None
     max_cost: float | None = None
+    #: Simulated provider only: JSON (or a JSON file) laid over the profile's options.
+    sim_params: str | None = None
     db: Path = Path("results/muse.duckdb")
     progress: bool = True
 
@@ -74,6 +77,8 @@ class RunOptions:
 def run_evaluation(options: RunOptions, console: Console) -> int:
     """Run MUSE as `options` say, print the summary, and return an exit status."""
     profile = load_profile(options.provider)
+    if options.sim_params is not None:
+        profile = with_simulation_options(profile, options.sim_params)
     model = options.model or profile.model
     if not model:
         raise ConfigError(f"The '{options.provider}' provider needs --model NAME.")
@@ -104,6 +109,9 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         max_cost=options.max_cost,
     )
     fingerprint = task_fingerprint(task)
+    if profile.kind == "simulated":
+        # The options are the simulated model itself: new parameters, new run.
+        fingerprint = config_hash({"task": fingerprint, "simulation": profile.options})
     run_id = config.run_id(fingerprint)
     concurrency = options.max_concurrency or profile.max_concurrency
 
@@ -263,6 +271,39 @@ def _check_levels(task: Task, options: RunOptions) -> None:
             f"Unknown plausibility level {', '.join(sorted(unknown))}; choose from "
             f"{', '.join(PLAUSIBILITY_LEVELS)}."
         )
+
+
+def with_simulation_options(profile: ProviderProfile, text: str) -> ProviderProfile:
+    """The profile with `text` (JSON, or a file holding JSON) over its options.
+
+    Tables inside the options (such as ``conformity``) are merged key by key, so
+    one condition can be changed without restating the others.
+
+    Raises:
+        ConfigError: The profile is not simulated or `text` is not a JSON object.
+    """
+    if profile.kind != "simulated":
+        raise ConfigError(
+            f"--sim-params applies to the simulated provider only, not to "
+            f"'{profile.name}' ({profile.kind}); use --provider simulated."
+        )
+    source = Path(text).expanduser()
+    try:
+        raw = source.read_text(encoding="utf-8") if source.is_file() else text
+        given = json.loads(raw)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"--sim-params is neither JSON nor a readable JSON file ({exc}); pass "
+            "e.g. '{\"certain_share\": 0.5}'."
+        ) from None
+    if not isinstance(given, dict):
+        raise ConfigError("--sim-params must be a JSON object of option names.")
+    merged = dict(profile.options)
+    for key, value in given.items():
+        old = merged.get(key)
+        both_tables = isinstance(old, dict) and isinstance(value, dict)
+        merged[key] = {**old, **value} if both_tables else value  # type: ignore[dict-item]
+    return profile.model_copy(update={"options": merged})
 
 
 def task_fingerprint(task: Task) -> str:
