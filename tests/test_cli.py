@@ -107,3 +107,67 @@ def test_tasks_lists_mmlu_with_its_counts(capsys) -> None:
     assert "14042" in row and "57" in row
     code, out, _ = run_cli(["tasks", "--subjects", "mmlu"], capsys)
     assert "abstract_algebra" in out and "100" in out
+
+
+def test_a_model_that_never_gives_a_letter_stops_the_run(tmp_path, capsys) -> None:
+    from fault_server import FaultServer
+
+    from muse_eval.store import Store
+
+    db = tmp_path / "m.duckdb"
+    with FaultServer(reply_text="Let me think about this carefully.") as server:
+        argv = [
+            "--provider",
+            "openai-compatible",
+            "--base-url",
+            server.base_url,
+            "--model",
+            "wordy",
+            "--limit",
+            "20",
+            "--samples",
+            "3",
+            "--db",
+            str(db),
+            "-q",
+        ]
+        code, out, err = run_cli(argv, capsys)
+    assert code == 1
+    message = " ".join(err.split())
+    assert "gave no parseable option letter in 5 items" in message
+    assert "Traceback" not in err + out
+    # What was stored before the stop is kept, and nothing was challenged.
+    _, rows = Store(db).query("SELECT count(*), count(answer) FROM samples")
+    assert rows[0][0] >= 15 and rows[0][1] == 0
+    assert Store(db).query("SELECT count(*) FROM pushbacks")[1] == [(0,)]
+
+
+def test_sql_while_another_process_holds_the_database(tmp_path, capsys) -> None:
+    import subprocess
+    import sys
+
+    from muse_eval.store import Store
+
+    db = tmp_path / "m.duckdb"
+    Store(db).initialize()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "print('ready', flush=True); time.sleep(30)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        code, _, err = run_cli(
+            ["sql", "SELECT 1", "--db", str(db), "--wait", "0.2"], capsys
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 1
+    assert f"is locked by process {holder.pid}" in " ".join(err.split())
