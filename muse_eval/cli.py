@@ -31,6 +31,7 @@ from rich.table import Table
 from muse_eval.config import DEFAULT_DB
 from muse_eval.errors import MuseError
 from muse_eval.redaction import RedactingFilter, redact
+from muse_eval.terminal import stderr_console
 
 __all__ = ["main"]
 
@@ -336,7 +337,7 @@ def _configure_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
     handler = RichHandler(
-        console=Console(stderr=True),
+        console=stderr_console(),
         show_path=False,
         show_time=False,
         markup=False,
@@ -374,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console()
     _configure_logging(getattr(args, "verbose", False))
-    err = Console(stderr=True)
+    err = stderr_console()
     try:
         return handler(args, console)
     except KeyboardInterrupt:

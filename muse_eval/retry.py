@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,11 +37,16 @@ class AdaptiveLimit:
     Args:
         ceiling: The most requests ever in flight (``--max-concurrency``).
         grow_after: Successes in a row needed to allow one more request.
+        cooldown: Seconds after a cut during which further 429s cut nothing.
     """
 
-    def __init__(self, ceiling: int, *, grow_after: int = 20) -> None:
+    def __init__(
+        self, ceiling: int, *, grow_after: int = 20, cooldown: float = 1.0
+    ) -> None:
         self.ceiling = ceiling
         self.grow_after = grow_after
+        self.cooldown = cooldown
+        self._last_cut = float("-inf")
         self._limiter = anyio.CapacityLimiter(ceiling)
         self._streak = 0
 
@@ -56,8 +62,17 @@ class AdaptiveLimit:
         self._limiter.release()
 
     def throttled(self) -> None:
-        """Halve the limit (never below 1) after a 429."""
+        """Halve the limit (never below 1) after a 429.
+
+        The requests in flight when the server started throttling all come back
+        429 at about the same time; they are one signal, so the limit halves at
+        most once per `cooldown` seconds.
+        """
         self._streak = 0
+        now = time.monotonic()
+        if now - self._last_cut < self.cooldown:
+            return
+        self._last_cut = now
         new = max(1, self.current // 2)
         if new < self.current:
             logger.info("Throttled: concurrency %d -> %d", self.current, new)

@@ -37,6 +37,7 @@ from muse_eval.records import RunRow
 from muse_eval.store import Store
 from muse_eval.summary import print_summary, summarize_run
 from muse_eval.task import Item, Task, load_task
+from muse_eval.terminal import stderr_console
 
 __all__ = ["RunOptions", "run_evaluation"]
 
@@ -196,7 +197,7 @@ async def _execute(
     spent = _spent_usd(store, run_id)
     await provider.start()
     try:
-        with _progress(console, enabled=progress) as bar:
+        with _progress(stderr_console(), enabled=progress) as bar:
             job = bar.add_task(
                 "items", total=len(items), requests=0, errors=0, rate=0.0
             )
