@@ -94,9 +94,9 @@ def test_both_stages_are_stored_and_a_rerun_resumes(tmp_path, capsys) -> None:
     )
     for messages, reply in rows:
         turns = json.loads(messages)
-        assert [t["role"] for t in turns] == ["user", "assistant", "user"]
-        assert turns[1]["content"] == reply
-        assert "final answer" in turns[2]["content"]
+        assert [t["role"] for t in turns] == ["system", "user", "assistant", "user"]
+        assert turns[2]["content"] == reply
+        assert "final answer" in turns[3]["content"]
 
     # Every request seed differs: derived from the run seed and the unit.
     _, seeds = store.query("SELECT count(*), count(DISTINCT request_seed) FROM units")
