@@ -60,6 +60,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
@@ -90,6 +97,11 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--model", help="model name (default: the profile's model)")
     run.add_argument("--base-url", help="server address, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="environment variable holding the API key (default: the profile's)",
+    )
     run.add_argument("--task", default="mmlu", help="task name (default: mmlu)")
     run.add_argument("--limit", type=_positive_int, help="evaluate at most K items")
     run.add_argument("--subjects", help="comma-separated subjects to keep")
@@ -141,7 +153,16 @@ def build_run_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-concurrency", type=_positive_int, help="requests in flight at most"
     )
-    run.add_argument("--max-cost", type=float, help="stop before spending more USD")
+    run.add_argument(
+        "--max-cost",
+        type=_positive_float,
+        metavar="USD",
+        help="stop before the run could spend more than USD (priced models only)",
+    )
+    run.add_argument("--rpm", type=_positive_float, help="requests per minute at most")
+    run.add_argument(
+        "--tpm", type=_positive_float, help="tokens per minute at most (estimated)"
+    )
     run.add_argument(
         "--sim-params",
         metavar="JSON_OR_FILE",
@@ -182,6 +203,9 @@ def _command_run(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         max_concurrency=args.max_concurrency,
         max_cost=args.max_cost,
+        api_key_env=args.api_key_env,
+        rpm=args.rpm,
+        tpm=args.tpm,
         sim_params=args.sim_params,
         db=args.db,
         progress=not args.quiet,

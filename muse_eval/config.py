@@ -2,8 +2,9 @@
 
 `RunConfig` is everything that defines a run. Its identity fields hash to the run id,
 so the same command resumes the same run; fields that only change how fast or where
-it runs (``limit``, ``max_concurrency``, ``base_url``, ``db``) are left out of the
-hash, which lets a larger ``--limit`` extend a finished run.
+it runs (``limit``, ``max_concurrency``, ``base_url``, ``max_cost``, ``rpm``,
+``tpm``, ``db``) are left out of the hash, which lets a larger ``--limit`` extend a
+finished run.
 """
 
 from __future__ import annotations
@@ -103,10 +104,14 @@ class RunConfig(BaseModel):
     max_concurrency: int | None = Field(None, ge=1)
     base_url: str | None = None
     max_cost: float | None = Field(None, gt=0, description="Stop before spending more.")
+    rpm: float | None = Field(None, gt=0, description="Requests per minute at most.")
+    tpm: float | None = Field(
+        None, gt=0, description="Tokens (prompt and reply) per minute at most."
+    )
 
     def identity(self, fingerprint: str) -> dict[str, Any]:
         """The fields that define the run's results, plus the task's fingerprint."""
-        skipped = {"limit", "max_concurrency", "base_url", "max_cost"}
+        skipped = {"limit", "max_concurrency", "base_url", "max_cost", "rpm", "tpm"}
         data = self.model_dump(exclude=skipped)
         data["task_fingerprint"] = fingerprint
         return data

@@ -1,8 +1,17 @@
 """Run both MUSE stages over a task's items, concurrently, resumably.
 
 The orchestrator owns everything around a provider call: the adaptive concurrency
-limit, the retry policy, splitting ``n`` into separate requests where a backend has
-no ``n``, and handing every finished unit to the single `BatchWriter`.
+limit, the request and token pace (``--rpm``, ``--tpm``), the retry policy, the cost
+budget, splitting ``n`` into separate requests where a backend has no ``n``, and
+handing every finished unit to the single `BatchWriter`.
+
+The first request of a run is sent alone; the others wait for its answer. A wrong
+key, a wrong model name or a server that is down then costs one request, not one
+per concurrency slot, and an authentication failure stops the run at once.
+
+What a backend cannot do is recorded as a capability gap in the run's row (and
+logged once): no ``n``, no seed, or log-probabilities that were asked for and did not
+come back. A missing log-probability is stored as NULL, never as a certain answer.
 
 Memory stays flat however many items a task has: at most ``items_in_flight`` items
 are open at a time, each with its stage-one request or its stage-two conversations;
@@ -24,6 +33,7 @@ from typing import TypeVar
 
 import anyio
 
+from muse_eval.budget import CostBudget
 from muse_eval.config import RunConfig, derive_seed
 from muse_eval.errors import (
     AuthFailed,
@@ -33,6 +43,7 @@ from muse_eval.errors import (
     ProviderError,
     RateLimited,
 )
+from muse_eval.pacing import Pacer, estimate_tokens
 from muse_eval.providers._base import (
     ChatMessage,
     Completion,
@@ -123,7 +134,7 @@ class Orchestrator:
         max_concurrency: Ceiling of requests in flight.
         spent_usd: Cost already stored for this run (for ``--max-cost``).
         on_progress: Called after every finished unit.
-        retry: The retry policy.
+        retry: The retry policy (default: `RetryPolicy.from_environment`).
     """
 
     def __init__(
@@ -145,15 +156,19 @@ class Orchestrator:
         self.provider = provider
         self.store = store
         self.limit = AdaptiveLimit(max_concurrency)
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_environment()
+        self.pacer = Pacer(config.rpm, config.tpm)
+        self.budget = CostBudget(config.max_cost, spent_usd)
         self.items_in_flight = max(2, max_concurrency)
-        self.spent_usd = spent_usd
         self.stats = RunStats()
+        #: What the backend could not do, by capability: one sentence each.
+        self.capability_gaps: dict[str, str] = {}
         self._on_progress = on_progress or (lambda stats: None)
         self._writer = BatchWriter(store)
         self._stage_one_seen = 0
         self._stage_one_parsed = 0
-        self._warned_no_n = False
+        self._first_answer = anyio.Event()
+        self._probe_sent = False
 
     async def run(self, items: Sequence[Item]) -> RunStats:
         """Evaluate `items`, skipping units already stored.
@@ -174,15 +189,35 @@ class Orchestrator:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._writer.drain)
             try:
+                self._note_declared_gaps()
                 await self._admit_items(items, stored)
             finally:
                 self._writer.close()
+        writer = self._writer
+        logger.info(
+            "Stored %d units in %d batches, %.1f s of %.1f s spent storing; workers "
+            "waited for the writer %d times",
+            writer.stored,
+            writer.flushes,
+            writer.flush_seconds,
+            self.stats.elapsed,
+            writer.full_waits,
+        )
+        if self.budget.stopped:
+            raise BudgetExceeded(self.budget.message())
         return self.stats
+
+    @property
+    def spent_usd(self) -> float:
+        """Dollars spent by the run so far, earlier invocations included."""
+        return self.budget.spent
 
     async def _admit_items(self, items: Sequence[Item], stored: set[str]) -> None:
         slots = anyio.Semaphore(self.items_in_flight)
         async with anyio.create_task_group() as work:
             for start in range(0, len(items), _RESUME_CHUNK):
+                if self.budget.stopped:
+                    break
                 chunk = items[start : start + _RESUME_CHUNK]
                 have_stage_one = [
                     item.id for item in chunk if sample_unit_id(item.id) in stored
@@ -192,6 +227,9 @@ class Orchestrator:
                 )
                 for item in chunk:
                     await slots.acquire()
+                    if self.budget.stopped:
+                        slots.release()
+                        break
                     work.start_soon(
                         self._run_item, item, stored, loaded.get(item.id), slots
                     )
@@ -232,10 +270,16 @@ class Orchestrator:
             self._on_progress(self.stats)
 
     async def _guarded(self, work: Awaitable[T]) -> T | None:
-        """Await `work`; a unit that fails for good is logged, not fatal."""
+        """Await `work`; a unit that fails for good is logged, not fatal.
+
+        A unit the budget refuses is not stored (a later run with a larger budget
+        does it); the run stops admitting items and ends once those in flight end.
+        """
         try:
             return await work
-        except (AuthFailed, BudgetExceeded, ConfigError):
+        except BudgetExceeded:
+            return None
+        except (AuthFailed, ConfigError):
             raise
         except ProviderError as exc:
             self.stats.units_failed += 1
@@ -273,6 +317,7 @@ class Orchestrator:
         )
         if generation is None:
             return None
+        self._check_logprobs(request, generation.completions)
         rows = sample_rows(self.run_id, unit_id, item, generation.completions)
         await self._store(
             self._unit_row(unit_id, Stage.SAMPLE, item, None, request, generation),
@@ -311,6 +356,7 @@ class Orchestrator:
         )
         if generation is None:
             return
+        self._check_logprobs(request, generation.completions)
         row, replies = pushback_rows(
             self.run_id, unit_id, stage_one, condition, text, generation.completions
         )
@@ -356,9 +402,24 @@ class Orchestrator:
             return None
 
     async def _generate(self, unit_id: str, request: GenerateRequest) -> _Generation:
-        """All `request.n` completions, in one request where the backend allows."""
+        """All `request.n` completions, within the budget.
+
+        Raises:
+            BudgetExceeded: The unit could take the run past ``--max-cost``.
+        """
         caps = self.provider.capabilities
         fits = caps.supports_n and (caps.max_n is None or request.n <= caps.max_n)
+        requests = 1 if request.n == 1 or fits else request.n
+        reserved = self.budget.reserve(self._estimate_cost(request, requests))
+        try:
+            return await self._generate_within_budget(unit_id, request, fits)
+        finally:
+            self.budget.release(reserved)
+
+    async def _generate_within_budget(
+        self, unit_id: str, request: GenerateRequest, fits: bool
+    ) -> _Generation:
+        """All `request.n` completions, in one request where the backend allows."""
         responses: list[GenerateResponse] = []
         retries = 0
         seconds = 0.0
@@ -426,22 +487,25 @@ class Orchestrator:
             attempt spent at the backend (queueing for a slot not included).
         """
         seconds = 0.0
+        tokens = _estimated_tokens(request)
 
         async def attempt() -> GenerateResponse:
             nonlocal seconds
-            self._check_budget()
+            await self.pacer.wait_turn(tokens)
             async with self.limit:
                 self.stats.requests += 1
                 started = time.monotonic()
                 try:
                     response = await self.provider.generate(request)
-                except RateLimited:
+                except RateLimited as error:
                     self.limit.throttled()
+                    if error.retry_after:
+                        self.pacer.pause(min(error.retry_after, self.retry.cap))
                     raise
                 seconds = time.monotonic() - started
             self.limit.succeeded()
-            if response.cost_usd:
-                self.spent_usd += response.cost_usd
+            self.pacer.settle(tokens, _used_tokens(response))
+            self.budget.spend(response.cost_usd)
             return response
 
         def on_failure(error: BaseException, attempt_number: int) -> None:
@@ -460,32 +524,95 @@ class Orchestrator:
                 "Retrying %s after attempt %d: %s", unit_id, attempt_number, error
             )
 
+        probe = await self._wait_for_first_answer()
         try:
             response, retries = await self.retry.call(attempt, on_failure)
         except ProviderError as error:
             if not isinstance(error, AuthFailed | BadRequest):
                 on_failure(error, self.retry.max_attempts)
             raise
+        finally:
+            if probe:
+                self._first_answer.set()
         return response, retries, seconds
 
-    def _check_budget(self) -> None:
-        limit = self.config.max_cost
-        if limit is not None and self.spent_usd >= limit:
-            raise BudgetExceeded(
-                f"The run has spent ${self.spent_usd:.4f} of its ${limit:.4f} budget; "
-                "raise --max-cost to go on (finished units are stored)."
+    async def _wait_for_first_answer(self) -> bool:
+        """Hold every request until the run's first one is answered.
+
+        Returns:
+            True for the one caller that sends the first request.
+        """
+        if self._first_answer.is_set():
+            return False
+        if not self._probe_sent:
+            self._probe_sent = True
+            return True
+        await self._first_answer.wait()
+        return False
+
+    def _estimate_cost(self, request: GenerateRequest, requests: int) -> float | None:
+        """The most a unit is likely to cost, from the provider's price table."""
+        if self.budget.limit is None:
+            return None
+        estimate = getattr(self.provider, "estimate_cost", None)
+        if estimate is None:
+            return None
+        cost = estimate(
+            _prompt_tokens(request) * requests, request.max_tokens * request.n
+        )
+        return float(cost) if cost is not None else None
+
+    def _note_gap(self, capability: str, sentence: str) -> None:
+        """Record, once per run, something the backend cannot do."""
+        if capability in self.capability_gaps:
+            return
+        self.capability_gaps[capability] = sentence
+        self._writer.note_capability_gaps(self.run_id, {capability: sentence})
+        logger.warning("%s", sentence)
+
+    def _note_declared_gaps(self) -> None:
+        """Gaps the provider's capabilities declare before any request is sent."""
+        caps = self.provider.capabilities
+        config = self.config
+        if config.top_logprobs and not caps.supports_logprobs:
+            self._note_gap(
+                "logprobs",
+                f"The backend of '{config.model}' returns no log-probabilities, so "
+                "none are requested; letter_probs, letter_entropy and p_suggested "
+                "stay NULL and only sampled answers measure uncertainty.",
+            )
+        if max(config.samples, config.pushback_samples) > 1 and not caps.supports_n:
+            self._disable_n("its profile says so")
+        if not caps.supports_seed:
+            self._note_gap(
+                "seed",
+                f"The backend of '{config.model}' takes no seed, so a repeated run "
+                "draws different samples.",
+            )
+
+    def _check_logprobs(
+        self, request: GenerateRequest, completions: Sequence[Completion]
+    ) -> None:
+        if not request.top_logprobs or not self.provider.capabilities.supports_logprobs:
+            return
+        missing = sum(c.first_token_logprobs is None for c in completions)
+        if missing:
+            self._note_gap(
+                "logprobs",
+                f"Log-probabilities were requested from '{self.config.model}' but "
+                f"{missing} of {len(completions)} replies came back without them; "
+                "their letter_probs, letter_entropy and p_suggested are NULL "
+                "(unknown, not certain).",
             )
 
     def _disable_n(self, why: str) -> None:
         caps = self.provider.capabilities
         caps.supports_n = False
-        if not self._warned_no_n:
-            self._warned_no_n = True
-            logger.warning(
-                "The backend does not support n > 1 (%s); sending one request per "
-                "sample from now on.",
-                why,
-            )
+        self._note_gap(
+            "n",
+            f"The backend does not support n > 1 ({why}); each sample is sent as "
+            "its own request with its own sample index and seed.",
+        )
 
     def _check_parseable(self, rows: list[SampleRow]) -> None:
         self._stage_one_seen += 1
@@ -530,6 +657,21 @@ class Orchestrator:
         self.stats.units_stored += 1
         self.stats.stage_units[unit.stage] += 1
         self.stats.stage_seconds[unit.stage] += unit.latency_s
+
+
+def _prompt_tokens(request: GenerateRequest) -> int:
+    chars = sum(len(m.content) for m in request.messages)
+    return estimate_tokens(chars, len(request.messages), 0)
+
+
+def _estimated_tokens(request: GenerateRequest) -> int:
+    return _prompt_tokens(request) + request.max_tokens * request.n
+
+
+def _used_tokens(response: GenerateResponse) -> int | None:
+    if response.prompt_tokens is None and response.completion_tokens is None:
+        return None
+    return (response.prompt_tokens or 0) + (response.completion_tokens or 0)
 
 
 def _messages_json(messages: list[ChatMessage]) -> str:

@@ -61,6 +61,16 @@ class RunRow(BaseModel):
     provider_info: str = Field(description="The provider's description as JSON.")
     versions: str = Field(description="Versions of muse-eval and its key packages.")
     git_revision: str | None = None
+    price_table: str | None = Field(
+        None,
+        description="Where the run's prices come from (litellm's bundled table, its "
+        "version and revision), as JSON; None when the provider has no prices.",
+    )
+    capability_gaps: str | None = Field(
+        None,
+        description="What the backend could not do (capability to one sentence), "
+        "as JSON; filled in while the run goes.",
+    )
 
 
 class ItemRow(BaseModel):

@@ -4,14 +4,19 @@ Providers never retry on their own; every failure comes here, so throttling is s
 where the concurrency is decided. `AdaptiveLimit` halves the number of requests in
 flight when the backend throttles and grows it by one after a run of successes, never
 above the configured ceiling (additive increase, multiplicative decrease).
+
+The policy's timing can be tuned without code through ``MUSE_RETRY_BASE`` (first
+backoff, seconds), ``MUSE_RETRY_CAP`` (longest wait, seconds) and
+``MUSE_RETRY_ATTEMPTS`` (attempts per request); tests shorten the waits this way.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import anyio
@@ -22,7 +27,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from muse_eval.errors import RateLimited, Transient
+from muse_eval.errors import ConfigError, RateLimited, Transient
 
 __all__ = ["AdaptiveLimit", "RetryPolicy"]
 
@@ -103,12 +108,32 @@ class RetryPolicy:
         self.base = base
         self.cap = cap
 
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
+        """The default policy, with ``MUSE_RETRY_*`` variables applied.
+
+        Raises:
+            ConfigError: A variable is not a positive number.
+        """
+        environ = os.environ if environ is None else environ
+        policy = cls()
+        policy.base = _positive("MUSE_RETRY_BASE", environ, policy.base)
+        policy.cap = _positive("MUSE_RETRY_CAP", environ, policy.cap)
+        policy.max_attempts = int(
+            _positive("MUSE_RETRY_ATTEMPTS", environ, policy.max_attempts)
+        )
+        return policy
+
     def wait_seconds(self, state: RetryCallState) -> float:
         """Seconds to wait before the next attempt."""
-        backoff = min(self.cap, self.base * 2 ** (state.attempt_number - 1))
-        wait = random.uniform(0, backoff)
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
+        return self._wait(state.attempt_number, error)
+
+    def _wait(self, attempt_number: int, error: BaseException | None) -> float:
+        """Seconds to wait after attempt `attempt_number` failed with `error`."""
+        backoff = min(self.cap, self.base * 2 ** (attempt_number - 1))
+        wait = random.uniform(0, backoff)
         if isinstance(error, RateLimited) and error.retry_after is not None:
             wait = max(wait, min(self.cap, error.retry_after))
         return wait
@@ -127,24 +152,53 @@ class RetryPolicy:
         Returns:
             The result and the number of retries it took.
         """
+        # Most requests succeed at once, and building a tenacity controller costs
+        # more than a request to a local server takes, so the first attempt runs
+        # without one; tenacity takes over from the second.
+        try:
+            return await attempt(), 0
+        except (RateLimited, Transient) as error:
+            if self.max_attempts <= 1:
+                raise
+            if on_failure is not None:
+                on_failure(error, 1)
+            await anyio.sleep(self._wait(1, error))
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            return self._wait(state.attempt_number + 1, error)
 
         def before_sleep(state: RetryCallState) -> None:
             if on_failure is not None and state.outcome is not None:
                 error = state.outcome.exception()
                 if error is not None:
-                    on_failure(error, state.attempt_number)
+                    on_failure(error, state.attempt_number + 1)
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((RateLimited, Transient)),
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self.wait_seconds,
+            stop=stop_after_attempt(self.max_attempts - 1),
+            wait=wait,
             before_sleep=before_sleep,
             sleep=anyio.sleep,
             reraise=True,
         )
-        attempts = 0
+        retries = 0
         async for trial in retrying:
             with trial:
-                attempts = trial.retry_state.attempt_number
+                retries = trial.retry_state.attempt_number
                 result = await attempt()
-        return result, attempts - 1
+        return result, retries
+
+
+def _positive(name: str, environ: Mapping[str, str], default: float) -> float:
+    text = environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive number, not '{text}'.")
+    return value

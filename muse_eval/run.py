@@ -1,4 +1,13 @@
-"""Assemble and execute one evaluation: flags to config, provider, store, report."""
+"""Assemble and execute one evaluation: flags to config, provider, store, report.
+
+The run's row is stored once the provider has started, so that it records what the
+provider found out about itself (its capabilities) and where its prices come from.
+Every total printed at the end is read back from the database, so a run resumed
+after an interruption reports the whole run, not only the last invocation.
+
+Exit status: 0 when the run finished, 3 when ``--max-cost`` stopped it before its
+budget ran out (every finished unit is stored; a larger budget resumes it).
+"""
 
 from __future__ import annotations
 
@@ -30,9 +39,9 @@ from muse_eval.config import (
     config_hash,
     load_profile,
 )
-from muse_eval.errors import ConfigError
+from muse_eval.errors import BudgetExceeded, ConfigError
 from muse_eval.orchestrator import Orchestrator, RunStats
-from muse_eval.providers import build_provider
+from muse_eval.providers import Provider, build_provider
 from muse_eval.records import RunRow
 from muse_eval.store import Store
 from muse_eval.summary import print_summary, summarize_run
@@ -44,6 +53,9 @@ __all__ = ["RunOptions", "run_evaluation"]
 logger = logging.getLogger(__name__)
 
 _VERSIONED = ("muse-eval", "httpx", "litellm", "duckdb", "pydantic", "xllamacpp")
+
+#: Exit status of a run that ``--max-cost`` stopped.
+EXIT_BUDGET = 3
 
 
 @dataclass
@@ -69,6 +81,10 @@ class RunOptions:
     seed: int = 0
     max_concurrency: int | None = None
     max_cost: float | None = None
+    #: Environment variable holding the API key, instead of the profile's.
+    api_key_env: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
     #: Simulated provider only: JSON (or a JSON file) laid over the profile's options.
     sim_params: str | None = None
     db: Path = Path("results/muse.duckdb")
@@ -108,6 +124,8 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         max_concurrency=options.max_concurrency,
         base_url=options.base_url or profile.base_url,
         max_cost=options.max_cost,
+        rpm=options.rpm,
+        tpm=options.tpm,
     )
     fingerprint = task_fingerprint(task)
     if profile.kind == "simulated":
@@ -125,26 +143,25 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         slot_tokens=slot_tokens(task, items, config),
         slots=max(config.samples, config.pushback_samples) * 2,
         max_concurrency=concurrency,
+        api_key_env=options.api_key_env,
     )
-    store.record_run(
-        RunRow(
-            run_id=run_id,
-            created_at=datetime.now(UTC),
-            provider=options.provider,
-            model=model,
-            task=options.task,
-            simulated=profile.kind == "simulated",
-            samples=config.samples,
-            temperature=config.temperature,
-            pushback_samples=config.pushback_samples,
-            pushback_temperature=config.pushback_temperature,
-            seed=config.seed,
-            config=config.model_dump_json(),
-            config_hash=config_hash(config.identity(fingerprint)),
-            provider_info=json.dumps(provider.describe(), default=str),
-            versions=json.dumps(_versions()),
-            git_revision=_git_revision(),
-        )
+    run_row = RunRow(
+        run_id=run_id,
+        created_at=datetime.now(UTC),
+        provider=options.provider,
+        model=model,
+        task=options.task,
+        simulated=profile.kind == "simulated",
+        samples=config.samples,
+        temperature=config.temperature,
+        pushback_samples=config.pushback_samples,
+        pushback_temperature=config.pushback_temperature,
+        seed=config.seed,
+        config=config.model_dump_json(),
+        config_hash=config_hash(config.identity(fingerprint)),
+        provider_info="{}",
+        versions=json.dumps(_versions()),
+        git_revision=_git_revision(),
     )
     simulated = (
         " [bold yellow](SIMULATED backend: not a real model)[/]"
@@ -156,10 +173,10 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         f"{options.provider}/{model}, N={config.samples} at T={config.temperature:g}, "
         f"M={config.pushback_samples} at T={config.pushback_temperature:g}{simulated}"
     )
-    stats = anyio.run(
+    stats, stopped = anyio.run(
         _execute,
         config,
-        run_id,
+        run_row,
         task,
         provider,
         store,
@@ -169,6 +186,7 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         console,
     )
     _report_stats(console, stats)
+    _report_totals(console, store, run_id)
     summaries = summarize_run(store, run_id)
     print_summary(
         console,
@@ -177,12 +195,15 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         f"T={config.temperature:g}){' SIMULATED' if simulated else ''}",
     )
     console.print(f'Results: {options.db} (muse-eval sql "SELECT * FROM conformity")')
+    if stopped is not None:
+        stderr_console().print(f"[bold yellow]{stopped}[/]", highlight=False)
+        return EXIT_BUDGET
     return 0
 
 
 async def _execute(
     config: RunConfig,
-    run_id: str,
+    run_row: RunRow,
     task: Task,
     provider: object,
     store: Store,
@@ -190,13 +211,49 @@ async def _execute(
     concurrency: int,
     progress: bool,
     console: Console,
-) -> RunStats:
-    from muse_eval.providers import Provider
+) -> tuple[RunStats, str | None]:
+    """Claim the run, start the provider, record the run, and run it.
 
+    Returns:
+        The invocation's counters, and the budget's message if ``--max-cost``
+        stopped the run.
+    """
     assert isinstance(provider, Provider)
+    run_id = run_row.run_id
+    await anyio.to_thread.run_sync(store.acquire_lease, run_id)
+    try:
+        return await _start_and_run(
+            config, run_row, task, provider, store, items, concurrency, progress
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(store.release_lease, run_id)
+
+
+async def _start_and_run(
+    config: RunConfig,
+    run_row: RunRow,
+    task: Task,
+    provider: Provider,
+    store: Store,
+    items: list[Item],
+    concurrency: int,
+    progress: bool,
+) -> tuple[RunStats, str | None]:
+    run_id = run_row.run_id
     spent = _spent_usd(store, run_id)
     await provider.start()
     try:
+        _check_pricing(provider, config)
+        await anyio.to_thread.run_sync(
+            store.record_run,
+            run_row.model_copy(
+                update={
+                    "provider_info": _provider_info(provider),
+                    "price_table": _price_table(provider),
+                }
+            ),
+        )
         with _progress(stderr_console(), enabled=progress) as bar:
             job = bar.add_task(
                 "items", total=len(items), requests=0, errors=0, rate=0.0
@@ -221,7 +278,10 @@ async def _execute(
                 spent_usd=spent,
                 on_progress=update,
             )
-            return await orchestrator.run(items)
+            try:
+                return await orchestrator.run(items), None
+            except BudgetExceeded as stop:
+                return orchestrator.stats, str(stop)
     finally:
         with anyio.CancelScope(shield=True):
             await provider.aclose()
@@ -257,6 +317,85 @@ def _report_stats(console: Console, stats: RunStats) -> None:
         f"{stats.elapsed:.1f} s ({stats.requests / max(stats.elapsed, 1e-9):.2f} "
         f"requests/s). " + "; ".join(per_stage)
     )
+
+
+_TOTALS_SQL = """
+SELECT stage, count(*) AS units,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       sum(requests) AS requests, sum(retries) AS retries,
+       sum(prompt_tokens) AS prompt_tokens,
+       sum(completion_tokens) AS completion_tokens,
+       sum(cost_usd) AS cost_usd, sum(latency_s) AS seconds
+FROM units WHERE run_id = ? GROUP BY stage ORDER BY stage DESC
+"""
+
+
+def run_totals(store: Store, run_id: str) -> dict[str, dict[str, float | int | None]]:
+    """Per-stage totals of a run, from its stored units.
+
+    Returns:
+        Stage to ``units``, ``failed``, ``requests``, ``retries``,
+        ``prompt_tokens``, ``completion_tokens``, ``cost_usd`` and ``seconds``
+        (summed backend time of the units).
+    """
+    names, rows = store.query_params(_TOTALS_SQL, [run_id])
+    return {row[0]: dict(zip(names[1:], row[1:], strict=True)) for row in rows}
+
+
+def _report_totals(console: Console, store: Store, run_id: str) -> None:
+    totals = run_totals(store, run_id)
+    if not totals:
+        return
+    parts = []
+    for stage, t in totals.items():
+        units = int(t["units"] or 0)
+        seconds = float(t["seconds"] or 0.0)
+        parts.append(
+            f"{stage}: {units} units ({t['failed']} failed), {t['requests']} "
+            f"requests, {t['retries']} retries, {seconds / max(units, 1):.2f} s each"
+        )
+    prompt = sum(int(t["prompt_tokens"] or 0) for t in totals.values())
+    completion = sum(int(t["completion_tokens"] or 0) for t in totals.values())
+    costs = [t["cost_usd"] for t in totals.values() if t["cost_usd"] is not None]
+    cost = f"${sum(float(c) for c in costs):.4f}" if costs else "no price known"
+    console.print(
+        "Whole run (from the database): "
+        + "; ".join(parts)
+        + f"; {prompt} prompt and {completion} completion tokens; cost {cost}."
+    )
+
+
+def _check_pricing(provider: object, config: RunConfig) -> None:
+    """Make sure ``--max-cost`` can be enforced for this provider."""
+    if config.max_cost is None:
+        return
+    estimate = getattr(provider, "estimate_cost", None)
+    if estimate is None:
+        logger.warning(
+            "The '%s' provider reports no prices, so --max-cost has no effect.",
+            config.provider,
+        )
+        return
+    if estimate(1000, 100) is None:
+        raise ConfigError(
+            f"The price of '{config.model}' is not in litellm's bundled price "
+            "table, so --max-cost cannot be enforced; drop --max-cost or use a "
+            "priced model name."
+        )
+
+
+def _provider_info(provider: Provider) -> str:
+    """The provider's description plus the capabilities it started with."""
+    info = {**provider.describe(), "capabilities": provider.capabilities.model_dump()}
+    return json.dumps(info, default=str)
+
+
+def _price_table(provider: object) -> str | None:
+    if getattr(provider, "kind", None) != "litellm":
+        return None
+    from muse_eval.providers.litellm import litellm_price_table_info
+
+    return json.dumps(litellm_price_table_info())
 
 
 def _check_levels(task: Task, options: RunOptions) -> None:
@@ -355,6 +494,27 @@ def _git_revision() -> str | None:
             timeout=5,
             check=False,
         )
+        status = subprocess.run(
+            # No optional locks: reading the status must not rewrite the index.
+            [
+                "git",
+                "--no-optional-locks",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    revision = result.stdout.strip() if result.returncode == 0 else ""
+    if not revision:
+        return None
+    # Uncommitted changes to tracked files mean the revision alone does not
+    # reproduce the code that ran.
+    return f"{revision}+dirty" if status.stdout.strip() else revision

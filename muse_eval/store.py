@@ -3,13 +3,17 @@
 Tables (``results/README.md`` documents every column):
 
 - ``meta``: the schema version.
-- ``runs``: one row per run configuration.
+- ``runs``: one row per run configuration, with what reproduces it (config and its
+  hash, seed, package versions, git revision, price table) and the capability gaps
+  the backend showed.
 - ``items``: the questions each run asked.
 - ``units``: one row per unit of work, with the exact messages, tokens and latency.
 - ``samples``: one row per stage-one answer.
 - ``pushbacks``: one row per stage-two conversation.
 - ``pushback_replies``: one row per reply within a conversation.
 - ``failures``: every failed attempt, including those retried later.
+- ``run_leases``: which process is running which run now, so that two processes
+  never work on one run at once (each would challenge its own stage-one answers).
 
 Views ``item_uncertainty``, ``conformity``, ``conformity_replies`` and ``flips`` hold
 the analysis inputs (``docs/analysis.md`` documents them).
@@ -17,18 +21,23 @@ the analysis inputs (``docs/analysis.md`` documents them).
 DuckDB lets one process write a file at a time and blocks readers in other processes
 while it does. The writer therefore opens the file only to flush a batch, so
 ``muse-eval sql`` in another shell gets in between flushes, and two runs aimed at one
-file take turns instead of failing. Each batch is one transaction of bulk inserts
-through Arrow; ``INSERT OR IGNORE`` on the primary keys makes a unit stored twice
-(two processes racing on one run) land once.
+file take turns instead of failing. A reader that holds the file makes the writer
+wait (it keeps its batch and says whom it waits for), never fail. Each batch is one
+transaction of bulk inserts through Arrow; ``INSERT OR IGNORE`` on the primary keys
+makes a unit stored twice (two processes racing on one run) land once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +71,9 @@ CREATE TABLE IF NOT EXISTS runs (
     config_hash VARCHAR,
     provider_info JSON,
     versions JSON,
-    git_revision VARCHAR
+    git_revision VARCHAR,
+    price_table JSON,
+    capability_gaps JSON
 );
 CREATE TABLE IF NOT EXISTS items (
     run_id VARCHAR,
@@ -152,6 +163,12 @@ CREATE TABLE IF NOT EXISTS failures (
     message VARCHAR,
     attempt INTEGER,
     failed_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS run_leases (
+    run_id VARCHAR PRIMARY KEY,
+    pid INTEGER,
+    hostname VARCHAR,
+    since TIMESTAMP
 );
 """
 
@@ -255,6 +272,16 @@ GROUP BY ALL;
 # Forward migrations: MIGRATIONS[v] turns a version-v database into version v + 1.
 MIGRATIONS: dict[int, str] = {}
 
+# Nullable columns that joined version 1 after its first files were written; adding
+# them to such a file changes no stored value.
+_LATE_V1_COLUMNS = """
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS price_table JSON;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS capability_gaps JSON;
+"""
+
+#: Seconds a writer waits for readers to release the file before it gives up.
+WRITER_PATIENCE = 600.0
+
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
 _WRITE_ORDER = ("items", "units", "samples", "pushbacks", "pushback_replies")
 
@@ -288,6 +315,7 @@ class Store:
             ) from None
         with self.connect() as con:
             con.execute(_TABLES)
+            con.execute(_LATE_V1_COLUMNS)
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'")
             found = row.fetchone()
             version = int(found[0]) if found else SCHEMA_VERSION
@@ -334,11 +362,8 @@ class Store:
                         "path and its permissions or pass another --db."
                     ) from None
                 if time.monotonic() >= deadline:
-                    holder = _LOCK_HOLDER.search(message)
-                    who = f"process {holder.group(1)}" if holder else "another process"
                     raise StoreLocked(
-                        f"{self.path} is locked by {who}, which is writing to it; "
-                        "wait for it to finish or pass another --db."
+                        _locked_message(self.path, message, self.lock_timeout)
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
@@ -361,6 +386,56 @@ class Store:
                 f"INSERT OR IGNORE INTO runs ({', '.join(columns)}) "
                 f"VALUES ({placeholders})",
                 [getattr(run, c) for c in columns],
+            )
+
+    def record_capability_gaps(self, run_id: str, gaps: dict[str, str]) -> None:
+        """Add capability gaps to a run's row; a gap already recorded is kept."""
+        if not gaps:
+            return
+        with self.connect() as con:
+            found = con.execute(
+                "SELECT capability_gaps FROM runs WHERE run_id = ?", [run_id]
+            ).fetchone()
+            current = json.loads(found[0]) if found and found[0] else {}
+            merged = {**gaps, **current}
+            if merged != current:
+                con.execute(
+                    "UPDATE runs SET capability_gaps = ? WHERE run_id = ?",
+                    [json.dumps(merged, sort_keys=True), run_id],
+                )
+
+    def acquire_lease(self, run_id: str) -> None:
+        """Claim `run_id` for this process until `release_lease`.
+
+        A lease whose process has ended (killed, crashed) is taken over, so an
+        interrupted run resumes with the same command.
+
+        Raises:
+            StoreLocked: A live process is running the same run on this file.
+        """
+        host = socket.gethostname()
+        with self.connect() as con:
+            found = con.execute(
+                "SELECT pid, hostname, since FROM run_leases WHERE run_id = ?",
+                [run_id],
+            ).fetchone()
+            if found and found[0] != os.getpid() and _alive(found[0], found[1], host):
+                raise StoreLocked(
+                    f"Run {run_id} is already running in process {found[0]} on "
+                    f"{found[1]} (since {found[2]:%Y-%m-%d %H:%M:%S} UTC) and writes "
+                    f"to {self.path}; wait for it to finish, or pass another --db."
+                )
+            con.execute(
+                "INSERT OR REPLACE INTO run_leases VALUES (?, ?, ?, ?)",
+                [run_id, os.getpid(), host, datetime.now(UTC).replace(tzinfo=None)],
+            )
+
+    def release_lease(self, run_id: str) -> None:
+        """Give up this process's claim on `run_id`."""
+        with self.connect() as con:
+            con.execute(
+                "DELETE FROM run_leases WHERE run_id = ? AND pid = ?",
+                [run_id, os.getpid()],
             )
 
     def stored_units(self, run_id: str) -> set[str]:
@@ -462,6 +537,34 @@ class Store:
             return names, cursor.fetchall()
 
 
+def _alive(pid: int, hostname: str, this_host: str) -> bool:
+    """Whether the process holding a lease still runs (a zombie does not)."""
+    if hostname != this_host:
+        return True  # no way to tell from here; assume it runs
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _locked_message(path: Path, message: str, waited: float) -> str:
+    holder = _LOCK_HOLDER.search(message)
+    who = f"process {holder.group(1)}" if holder else "another process"
+    return (
+        f"{path} is locked by {who} and stayed so for {waited:g} s; a running "
+        "evaluation holds it only while it stores a batch (about once a second) "
+        "and a query while it reads, so try again in a moment, wait longer with "
+        "--wait SECONDS, or pass another --db."
+    )
+
+
 def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else message
 
@@ -498,16 +601,28 @@ class BatchWriter:
             capacity
         )
         self._failures: list[dict[str, Any]] = []
+        self._gaps: dict[str, dict[str, str]] = {}
         self.flushes = 0
         self.stored = 0
+        #: Seconds spent in flushes (in a worker thread, beside the requests).
+        self.flush_seconds = 0.0
+        #: Times a worker found the queue full and had to wait for a flush.
+        self.full_waits = 0
 
     async def submit(self, result: UnitResult) -> None:
         """Queue one unit's result for storage."""
+        queue = self._send.statistics()
+        if queue.current_buffer_used >= queue.max_buffer_size:
+            self.full_waits += 1
         await self._send.send(result)
 
     def note_failure(self, row: dict[str, Any]) -> None:
         """Queue a failed attempt for the ``failures`` table."""
         self._failures.append(row)
+
+    def note_capability_gaps(self, run_id: str, gaps: dict[str, str]) -> None:
+        """Queue capability gaps for the run's row."""
+        self._gaps.setdefault(run_id, {}).update(gaps)
 
     def close(self) -> None:
         """Accept no more results; the drain stores what is queued and ends."""
@@ -534,12 +649,29 @@ class BatchWriter:
                 deadline = time.monotonic() + self.interval
 
     async def _flush(self, batch: list[UnitResult]) -> None:
-        import anyio
-
+        started = time.monotonic()
+        gaps, self._gaps = self._gaps, {}
+        for run_id, found in gaps.items():
+            await self._patiently(self.store.record_capability_gaps, run_id, found)
         failures, self._failures = self._failures, []
         if failures:
-            await anyio.to_thread.run_sync(self.store.record_failures, failures)
+            await self._patiently(self.store.record_failures, failures)
         if batch:
-            await anyio.to_thread.run_sync(self.store.write, batch)
+            await self._patiently(self.store.write, batch)
             self.flushes += 1
             self.stored += len(batch)
+        self.flush_seconds += time.monotonic() - started
+
+    async def _patiently(self, write: Any, *args: Any) -> None:
+        """Run a write in a thread, waiting out readers that hold the file."""
+        import anyio
+
+        deadline = time.monotonic() + WRITER_PATIENCE
+        while True:
+            try:
+                await anyio.to_thread.run_sync(write, *args)
+                return
+            except StoreLocked as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("Waiting to store results: %s", exc)

@@ -150,6 +150,14 @@ class FaultServer:
             a test can check that a provider scrubs it.
         expected_api_key: When set, a request whose bearer token differs gets 401.
         seed: Seed of the generator that decides which requests fail.
+        latency: Seconds every chat reply waits before it is sent, so that a
+            client's run takes long enough to be interrupted mid-way.
+        letters: When set, each choice's content is one of these letters, picked
+            from the request's ``seed``, ``user`` and the choice index, so replies
+            vary between requests but are the same whenever a request is repeated.
+        omit_logprobs: Never return log-probabilities, even when asked, like a
+            backend that accepts the parameter and ignores it.
+        record_bodies: Keep the JSON body of every chat request (`chat_bodies`).
     """
 
     def __init__(
@@ -165,6 +173,10 @@ class FaultServer:
         always_401: bool = False,
         expected_api_key: str | None = None,
         seed: int = 0,
+        latency: float = 0.0,
+        letters: str | None = None,
+        omit_logprobs: bool = False,
+        record_bodies: bool = False,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must lie in [0, 1], not {fault_rate}")
@@ -187,6 +199,11 @@ class FaultServer:
         self.always_401 = always_401
         self.expected_api_key = expected_api_key
         self.seed = seed
+        self.latency = latency
+        self.letters = letters
+        self.omit_logprobs = omit_logprobs
+        self.record_bodies = record_bodies
+        self._chat_bodies: list[dict[str, Any]] = []
 
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -322,6 +339,12 @@ class FaultServer:
         with self._lock:
             return self._last_chat_body
 
+    @property
+    def chat_bodies(self) -> list[dict[str, Any]]:
+        """Every chat request's JSON body, in arrival order (``record_bodies``)."""
+        with self._lock:
+            return list(self._chat_bodies)
+
     def reset_stats(self) -> None:
         """Zero the counters; the fault generator keeps its position."""
         with self._lock:
@@ -447,7 +470,11 @@ class FaultServer:
         fault = self._draw_fault()
         with self._lock:
             self._last_chat_body = payload
+            if self.record_bodies:
+                self._chat_bodies.append(payload)
         self._count("chat_completions", fault or "ok")
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
 
         if fault is None:
             _write_response(writer, 200, self._completion_body(payload), keep)
@@ -542,20 +569,25 @@ class FaultServer:
     def _completion_body(self, payload: dict[str, Any]) -> bytes:
         n = _positive_int(payload.get("n"), default=1)
         top = _positive_int(payload.get("top_logprobs"), default=0)
-        want_logprobs = bool(payload.get("logprobs"))
-        logprobs = self._first_token_logprobs(top) if want_logprobs else None
+        want_logprobs = bool(payload.get("logprobs")) and not self.omit_logprobs
 
-        choices = [
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": self.reply_text},
-                "logprobs": logprobs,
-                "finish_reason": "stop",
-            }
-            for index in range(n)
-        ]
+        choices = []
+        for index in range(n):
+            text = self._reply_for(payload, index)
+            choices.append(
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": (
+                        self._first_token_logprobs(text, top) if want_logprobs else None
+                    ),
+                    "finish_reason": "stop",
+                }
+            )
         prompt_tokens = _count_prompt_words(payload.get("messages"))
-        completion_tokens = n * max(1, len(self.reply_text.split()))
+        completion_tokens = sum(
+            max(1, len(choice["message"]["content"].split())) for choice in choices
+        )
         body = {
             "id": "chatcmpl-fault-server",
             "object": "chat.completion",
@@ -570,13 +602,24 @@ class FaultServer:
         }
         return json.dumps(body).encode()
 
-    def _first_token_logprobs(self, top: int) -> dict[str, Any]:
+    def _reply_for(self, payload: dict[str, Any], index: int) -> str:
+        """The content of one choice: fixed, or a letter drawn from the request."""
+        if not self.letters:
+            return self.reply_text
+        key = f"{payload.get('seed')}:{payload.get('user')}:{index}"
+        draw = random.Random(key).random()
+        # Skewed towards the first letter, so that items have a modal answer and
+        # both certain and uncertain items occur.
+        position = min(len(self.letters) - 1, int(draw**2 * len(self.letters)))
+        return self.letters[position]
+
+    def _first_token_logprobs(self, reply: str, top: int) -> dict[str, Any]:
         """Log-probabilities for the reply's one token: the reply first, then letters.
 
         Probabilities halve from 0.5 down, so they sum to less than one and the
         reply is always the most likely first token.
         """
-        first = self.reply_text.split()[0] if self.reply_text.split() else ""
+        first = reply.split()[0] if reply.split() else ""
         others = [letter for letter in _ALTERNATIVE_TOKENS if letter != first]
         tokens = [first, *others][: max(top, 1)]
         alternatives = [
@@ -767,6 +810,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--always-401", action="store_true")
     parser.add_argument("--expected-api-key", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--letters", default=None)
+    parser.add_argument("--omit-logprobs", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -782,6 +828,9 @@ async def _serve_from_command_line(args: argparse.Namespace) -> None:
         always_401=args.always_401,
         expected_api_key=args.expected_api_key,
         seed=args.seed,
+        latency=args.latency,
+        letters=args.letters,
+        omit_logprobs=args.omit_logprobs,
     )
     serving = asyncio.ensure_future(
         server.serve_until_cancelled(on_ready=lambda url: print(url, flush=True))

@@ -39,6 +39,7 @@ def build_provider(
     slot_tokens: int = 2048,
     slots: int = 10,
     max_concurrency: int = 1,
+    api_key_env: str | None = None,
 ) -> Provider:
     """Create the provider a profile describes (not yet started).
 
@@ -49,6 +50,8 @@ def build_provider(
         slot_tokens: Longest conversation of the run, for engines that size a context.
         slots: Parallel requests an embedded engine should serve.
         max_concurrency: Requests the orchestrator keeps in flight.
+        api_key_env: Variable holding the API key, instead of the profile's
+            (``--api-key-env``).
 
     Raises:
         ConfigError: The profile's kind is unknown or lacks what it needs.
@@ -57,6 +60,7 @@ def build_provider(
 
     assert isinstance(profile, ProviderProfile)
     caps = profile.capabilities.model_copy()
+    key_env = api_key_env or profile.api_key_env
     if profile.kind == "local":
         from muse_eval.providers.local import LocalProvider
 
@@ -78,7 +82,7 @@ def build_provider(
         return OpenAICompatibleProvider(
             model,
             base_url=base_url,
-            api_key_env=profile.api_key_env,
+            api_key_env=key_env,
             timeout=profile.timeout,
             max_connections=max(max_concurrency, 16),
             capabilities=caps,
@@ -86,17 +90,25 @@ def build_provider(
     if profile.kind == "litellm":
         from muse_eval.providers.litellm import LiteLLMProvider
 
+        prefix = profile.model_prefix
+        extra = profile.options.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ConfigError(
+                f"Profile '{profile.name}': options.extra must be a table of "
+                "litellm arguments."
+            )
         return LiteLLMProvider(
-            f"{profile.model_prefix}{model}",
+            model if model.startswith(prefix) else f"{prefix}{model}",
             api_base=base_url,
-            api_key_env=profile.api_key_env,
+            api_key_env=key_env,
             timeout=profile.timeout,
             capabilities=caps,
+            extra=extra,
         )
     if profile.kind == "simulated":
         from muse_eval.providers.simulated import SimulatedProvider
 
-        return SimulatedProvider.from_options(model, profile.options)  # type: ignore[no-any-return]
+        return SimulatedProvider.from_options(model, profile.options)
     raise ConfigError(
         f"Profile '{profile.name}' has unknown kind '{profile.kind}'; use one of "
         f"{', '.join(KINDS)}."

@@ -13,7 +13,16 @@ policy, which honours Retry-After and counts attempts.
 
 The API key is read from the environment variable the profile names. It is passed
 to litellm per request and is scrubbed from every message this module raises or
-logs, because some backends echo the key they rejected.
+logs, because some backends echo the key they rejected. litellm's loggers lose the
+stderr handlers litellm gives them, so that their records reach muse-eval's own
+handler, which masks secrets, instead of bypassing it.
+
+``drop_params`` is off: a parameter the backend does not take fails the request
+instead of vanishing, so no run believes it asked for ``n`` or logprobs it never
+got. Before the first request, `start` narrows the profile's capabilities to the
+parameters litellm says the backend takes (no ``n`` for Anthropic, no
+``top_logprobs`` for Gemini), so those parameters are not sent at all and the
+orchestrator records the gap.
 """
 
 from __future__ import annotations
@@ -105,9 +114,15 @@ def _import_litellm() -> ModuleType:
     import litellm
 
     litellm.suppress_debug_info = True
-    if "LITELLM_LOG" not in os.environ:
-        for name in _LITELLM_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    litellm.drop_params = False
+    for name in _LITELLM_LOGGERS:
+        named = logging.getLogger(name)
+        # litellm's own handlers write to stderr past the redacting filter.
+        for handler in list(named.handlers):
+            named.removeHandler(handler)
+        named.propagate = True
+        if "LITELLM_LOG" not in os.environ:
+            named.setLevel(logging.WARNING)
     return litellm
 
 
@@ -198,6 +213,7 @@ class LiteLLMProvider:
         self._api_key: str | None = None
         self._secrets: tuple[str, ...] = ()
         self._cost_unknown = False
+        self._supported: frozenset[str] | None = None
 
     async def start(self) -> None:
         """Read the API key and import litellm.
@@ -222,7 +238,41 @@ class LiteLLMProvider:
             for secret in self._secrets:
                 register_secret(secret)
         self._litellm = _import_litellm()
+        self._supported = _supported_params(self._litellm, self.model)
+        self._narrow_capabilities()
         logger.debug("litellm provider ready for %s at %s", self.model, self._where())
+
+    def _narrow_capabilities(self) -> None:
+        """Switch off what litellm says the backend does not take."""
+        supported = self._supported
+        if supported is None:
+            return
+        caps = self.capabilities
+        if caps.supports_n and "n" not in supported:
+            caps.supports_n = False
+        if caps.supports_logprobs and not {"logprobs", "top_logprobs"} <= supported:
+            caps.supports_logprobs = False
+        if caps.supports_seed and "seed" not in supported:
+            caps.supports_seed = False
+
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """Price `prompt_tokens` and `completion_tokens` from litellm's bundled table.
+
+        Returns:
+            Dollars, or None when the model is not in the table.
+        """
+        litellm = self._litellm or _import_litellm()
+        try:
+            prompt, completion = litellm.cost_per_token(
+                model=self.model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+        except Exception as exc:
+            logger.debug("no price for %s: %s", self.model, self._scrub(str(exc)))
+            return None
+        total = float(prompt) + float(completion)
+        return total if math.isfinite(total) else None
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         """Send one chat request and return its completions.
@@ -303,6 +353,7 @@ class LiteLLMProvider:
             # An explicit False keeps any process-wide litellm cache from
             # collapsing separate draws of the same prompt into one.
             "caching": False,
+            "drop_params": False,
         }
         # n=1 is every API's default; sending it anyway makes litellm reject the
         # call for backends that have no n parameter at all.
@@ -313,11 +364,18 @@ class LiteLLMProvider:
         if request.top_logprobs > 0 and self.capabilities.supports_logprobs:
             arguments["logprobs"] = True
             arguments["top_logprobs"] = request.top_logprobs
+        if request.sample_index is not None and self._takes("user"):
+            # A distinct field per sample keeps caches on the way from returning
+            # one draw for all of them.
+            arguments["user"] = f"muse-sample-{request.sample_index}"
         if self.api_base is not None:
             arguments["api_base"] = self.api_base
         if self._api_key is not None:
             arguments["api_key"] = self._api_key
         return arguments
+
+    def _takes(self, parameter: str) -> bool:
+        return self._supported is not None and parameter in self._supported
 
     def _to_generate_response(self, response: Any) -> GenerateResponse:
         completions = [
@@ -533,6 +591,19 @@ def _litellm_exception_types(errors: ModuleType) -> tuple[type[BaseException], .
         "UnprocessableEntityError",
     )
     return tuple(getattr(errors, name) for name in names if hasattr(errors, name))
+
+
+def _supported_params(litellm: ModuleType, model: str) -> frozenset[str] | None:
+    """The OpenAI parameters litellm maps for `model`; None when it cannot tell."""
+    try:
+        name, provider, _, _ = litellm.get_llm_provider(model)
+        found = litellm.get_supported_openai_params(
+            model=name, custom_llm_provider=provider
+        )
+    except Exception as exc:
+        logger.debug("litellm does not know the parameters of %s: %s", model, exc)
+        return None
+    return frozenset(found) if found else None
 
 
 def _collect_secrets(

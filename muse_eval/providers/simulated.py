@@ -92,7 +92,7 @@ class ConformityParameters(BaseModel):
 
 
 class SimulationParameters(BaseModel):
-    """Everything that sets the simulated backend's behaviour (profile ``[options]``)."""
+    """Everything that sets the simulated backend's behaviour (``[options]``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -166,7 +166,8 @@ def _tempered(probs: Mapping[str, float], temperature: float) -> dict[str, float
         best = max(probs, key=lambda letter: probs[letter])
         return {letter: float(letter == best) for letter in probs}
     powered = {
-        letter: p ** (1.0 / temperature) if p > 0 else 0.0 for letter, p in probs.items()
+        letter: p ** (1.0 / temperature) if p > 0 else 0.0
+        for letter, p in probs.items()
     }
     total = sum(powered.values())
     return {letter: p / total for letter, p in powered.items()}
@@ -252,7 +253,9 @@ class SimulatedProvider:
                 "orchestrator, which carry their MUSE unit."
             )
         if unit.stage == "sample":
-            probs = _tempered(item_distribution(self.parameters, unit), request.temperature)
+            probs = _tempered(
+                item_distribution(self.parameters, unit), request.temperature
+            )
         else:
             probs = self._reply_distribution(unit, request.temperature)
 
@@ -277,7 +280,9 @@ class SimulatedProvider:
             cost_usd=0.0,
         )
 
-    def _reply_distribution(self, unit: UnitContext, temperature: float) -> dict[str, float]:
+    def _reply_distribution(
+        self, unit: UnitContext, temperature: float
+    ) -> dict[str, float]:
         """Letter probabilities of a stage-two reply."""
         initial = unit.initial_answer
         if initial is None or unit.uncertainty is None or unit.condition is None:
