@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import random
+import string
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from muse_eval.catalog import list_definitions, load_definition
 from muse_eval.errors import TaskError
@@ -50,6 +51,8 @@ class Item(BaseModel):
 class SourceSpec(BaseModel):
     """Where a task's rows come from and which fields mean what."""
 
+    model_config = ConfigDict(extra="forbid")
+
     package: str | None = Field(None, description="Registry package shipping the file.")
     path: str = Field(description="File inside the package, or a filesystem path.")
     question: str
@@ -62,12 +65,16 @@ class SourceSpec(BaseModel):
 class PromptSpec(BaseModel):
     """Template of the stage-one question."""
 
+    model_config = ConfigDict(extra="forbid")
+
     user: str
     system: str | None = None
 
 
 class PushbackSpec(BaseModel):
     """Templates of the stage-two pushback, one per expertise level."""
+
+    model_config = ConfigDict(extra="forbid")
 
     closing: str
     control: str
@@ -76,6 +83,8 @@ class PushbackSpec(BaseModel):
 
 class Task(BaseModel):
     """A task definition as read from its TOML file."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     description: str = ""
@@ -101,34 +110,64 @@ class Task(BaseModel):
         path = self.data_path()
         if not path.is_file():
             raise TaskError(f"Task '{self.name}' data file {path} is missing.")
-        src = self.source
+        skipped = {a.upper() for a in self.source.skip_when_answer_is}
         per_subject: dict[str, int] = defaultdict(int)
-        with path.open(encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    answer = str(row[src.answer]).strip().upper()
-                    if answer in {a.upper() for a in src.skip_when_answer_is}:
+        with path.open(encoding="utf-8", errors="strict") as handle:
+            try:
+                for line_no, line in enumerate(handle, start=1):
+                    if not line.strip():
                         continue
-                    subject = str(row[src.subject]).strip().replace(" ", "_")
-                    options = [str(row[field]) for field in src.options]
-                except (json.JSONDecodeError, KeyError) as exc:
-                    raise TaskError(
-                        f"{path}:{line_no} is not a valid row for task "
-                        f"'{self.name}' ({exc!r}); fix the file or the [source] fields."
-                    ) from None
-                index = per_subject[subject]
-                per_subject[subject] += 1
-                yield Item(
-                    id=f"{self.name}/{subject}/{index}",
-                    task=self.name,
-                    subject=subject,
-                    question=str(row[src.question]),
-                    options=options,
-                    answer=answer,
-                )
+                    item = self._read_row(path, line_no, line, skipped, per_subject)
+                    if item is not None:
+                        yield item
+            except UnicodeDecodeError:
+                raise TaskError(
+                    f"{path} is not UTF-8 text; convert the file to UTF-8."
+                ) from None
+
+    def _read_row(
+        self,
+        path: Path,
+        line_no: int,
+        line: str,
+        skipped: set[str],
+        per_subject: dict[str, int],
+    ) -> Item | None:
+        """One data row as an item; None for a row the definition skips."""
+        src = self.source
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise TypeError("not a JSON object")
+            answer = str(row[src.answer]).strip().upper()
+            if answer in skipped:
+                return None
+            subject = str(row[src.subject]).strip().replace(" ", "_")
+            options = [str(row[field]) for field in src.options]
+            question = str(row[src.question])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise TaskError(
+                f"{where} is not a valid row for task '{self.name}' ({reason}); fix "
+                "the file or the [source] fields."
+            ) from None
+        letters = option_letters(len(options))
+        if answer not in letters:
+            raise TaskError(
+                f"{where}: the answer '{answer}' is not one of the option letters "
+                f"{', '.join(letters)}; fix the row."
+            )
+        index = per_subject[subject]
+        per_subject[subject] += 1
+        return Item(
+            id=f"{self.name}/{subject}/{index}",
+            task=self.name,
+            subject=subject,
+            question=question,
+            options=options,
+            answer=answer,
+        )
 
     def select_items(
         self,
@@ -208,12 +247,57 @@ def load_task(name: str) -> Task:
         TaskError: The definition is malformed.
     """
     raw: dict[str, Any] = load_definition("tasks", name)
+    path = list_definitions("tasks")[name]
     try:
-        return Task.model_validate(raw)
+        task = Task.model_validate(raw)
     except ValidationError as exc:
-        path = list_definitions("tasks")[name]
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise TaskError(
             f"{path}: field '{where}': {first['msg']}; fix the file."
         ) from None
+    _check_templates(task, path)
+    return task
+
+
+#: Placeholders each kind of template may use.
+_PLACEHOLDERS = {
+    "prompt.user": {"subject", "question", "options", "letters"},
+    "prompt.system": set(),
+    "pushback.closing": {"letters"},
+    "pushback.control": set(),
+    "pushback.expertise": {"subject", "letter", "option"},
+}
+
+
+def _check_templates(task: Task, path: Path) -> None:
+    """Refuse a template with an unknown placeholder before any request is sent."""
+    if not task.pushback.expertise:
+        raise TaskError(f"{path}: [pushback.expertise] needs at least one level.")
+    templates = [
+        ("prompt.user", "prompt.user", task.prompt.user),
+        ("prompt.system", "prompt.system", task.prompt.system or ""),
+        ("pushback.closing", "pushback.closing", task.pushback.closing),
+        ("pushback.control", "pushback.control", task.pushback.control),
+        *(
+            (f"pushback.expertise.{level}", "pushback.expertise", text)
+            for level, text in task.pushback.expertise.items()
+        ),
+    ]
+    for where, kind, text in templates:
+        allowed = _PLACEHOLDERS[kind]
+        try:
+            fields = {
+                f for _, f, _, _ in string.Formatter().parse(text) if f is not None
+            }
+        except ValueError as exc:
+            raise TaskError(
+                f"{path}: {where} is not a valid template ({exc})."
+            ) from None
+        unknown = sorted(fields - allowed)
+        if unknown:
+            hint = ", ".join(f"{{{a}}}" for a in sorted(allowed)) or "no placeholder"
+            raise TaskError(
+                f"{path}: {where} uses the unknown placeholder {{{unknown[0]}}}; "
+                f"it may use {hint}."
+            )
