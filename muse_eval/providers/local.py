@@ -28,7 +28,10 @@ from muse_eval.providers._base import (
 )
 from muse_eval.providers.openai_compatible import OpenAICompatibleProvider
 
-__all__ = ["LocalProvider", "start_engine"]
+__all__ = ["PROMPT_CACHE_MIB", "LocalProvider", "start_engine"]
+
+#: Host memory llama.cpp may use to keep prompts evicted from the slots.
+PROMPT_CACHE_MIB = 256
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,10 @@ def start_engine(path: Path, slots: int, slot_tokens: int, threads: int) -> Any:
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.verbosity = 0
+    # llama.cpp keeps evicted prompts in host memory, 8 GiB by default: over a long
+    # run that grew the process by gigabytes. The slots' own caches already reuse a
+    # conversation's prefix across its stage-two turns.
+    params.cache_ram_mib = PROMPT_CACHE_MIB
     logger.info(
         "Starting the local engine: %s, %d slots x %d tokens, %d threads",
         path.name,
