@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -29,7 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from muse_eval.config import DEFAULT_DB
-from muse_eval.errors import MuseError
+from muse_eval.errors import ConfigError, MuseError
 from muse_eval.redaction import RedactingFilter, redact
 from muse_eval.terminal import stderr_console
 
@@ -50,11 +51,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError("must be below 2**63")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, not {value:g}")
     return value
@@ -137,7 +157,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--top-logprobs",
-        type=int,
+        type=_non_negative_int,
         default=20,
         help="first-token alternatives to request (0: none)",
     )
@@ -149,7 +169,7 @@ def build_run_parser() -> argparse.ArgumentParser:
         help="comma-separated plausibility levels: plausible,implausible,correct",
     )
     run.add_argument("--no-control", action="store_true", help="skip 'Are you sure?'")
-    run.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
+    run.add_argument("--seed", type=_seed, default=0, help="run seed (default: 0)")
     run.add_argument(
         "--max-concurrency", type=_positive_int, help="requests in flight at most"
     )
@@ -174,10 +194,13 @@ def build_run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split(text: str | None) -> list[str] | None:
+def _split(text: str | None, flag: str = "") -> list[str] | None:
     if text is None:
         return None
-    return [part.strip() for part in text.split(",") if part.strip()]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ConfigError(f"{flag} is empty; name at least one, or leave the flag out.")
+    return parts
 
 
 def _command_run(args: argparse.Namespace, console: Console) -> int:
@@ -189,7 +212,7 @@ def _command_run(args: argparse.Namespace, console: Console) -> int:
         base_url=args.base_url,
         task=args.task,
         limit=args.limit,
-        subjects=_split(args.subjects),
+        subjects=_split(args.subjects, "--subjects"),
         samples=args.samples,
         temperature=args.temperature,
         max_tokens=args.max_tokens,
@@ -197,8 +220,8 @@ def _command_run(args: argparse.Namespace, console: Console) -> int:
         pushback_temperature=args.pushback_temperature,
         pushback_max_tokens=args.pushback_max_tokens,
         top_logprobs=args.top_logprobs,
-        expertise=_split(args.expertise),
-        plausibility=_split(args.plausibility),
+        expertise=_split(args.expertise, "--expertise"),
+        plausibility=_split(args.plausibility, "--plausibility"),
         control=not args.no_control,
         seed=args.seed,
         max_concurrency=args.max_concurrency,
@@ -276,7 +299,11 @@ def _command_runs(args: argparse.Namespace, console: Console) -> int:
 def _command_sql(args: argparse.Namespace, console: Console) -> int:
     from muse_eval.store import Store
 
+    if not args.query.strip():
+        raise ConfigError('The query is empty; pass SQL, e.g. "SELECT * FROM runs".')
     names, rows = Store(args.db, lock_timeout=args.wait).query(args.query)
+    if not names:
+        raise ConfigError("The query returns no result set; muse-eval sql only reads.")
     _print_rows(console, names, rows, args.format)
     return 0
 

@@ -39,6 +39,8 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
             "--base-url.",
         ),
         (["--model", "no-such-model"], "Unknown local model 'no-such-model'"),
+        (["--subjects", ""], "--subjects is empty; name at least one"),
+        (["--expertise", ","], "--expertise is empty; name at least one"),
         (["--model", "/tmp/absent.gguf"], "Model file /tmp/absent.gguf does not exist"),
     ],
 )
@@ -57,6 +59,12 @@ def test_bad_run_input(argv, message, tmp_path, capsys) -> None:
         ("--samples", "0", "must be at least 1, not 0"),
         ("--samples", "ten", "'ten' is not a whole number"),
         ("--temperature", "-1", "must not be negative"),
+        ("--temperature", "nan", "must be a finite number, not nan"),
+        ("--pushback-temperature", "inf", "must be a finite number"),
+        ("--top-logprobs", "-1", "must not be negative, not -1"),
+        ("--max-cost", "0", "must be more than 0"),
+        ("--max-cost", "-1", "must not be negative"),
+        ("--seed", "99999999999999999999999", "must be below 2**63"),
     ],
 )
 def test_bad_numbers_are_refused_by_the_parser(flag, value, message, capsys) -> None:
@@ -96,6 +104,10 @@ def test_sql_formats(tmp_path, capsys) -> None:
     assert (code, out.split()) == (0, ["[", "{", '"one":', "1", "}", "]"])
     code, _, err = run_cli(["sql", "SELEC nonsense", "--db", db], capsys)
     assert code == 1 and "The query failed" in err
+    code, _, err = run_cli(["sql", "  ", "--db", db], capsys)
+    assert code == 1 and "The query is empty" in err
+    code, _, err = run_cli(["sql", "-- a comment", "--db", db], capsys)
+    assert code == 1 and "returns no result set" in err
     code, out, _ = run_cli(["runs", "--db", db], capsys)
     assert code == 0 and "No runs stored" in out
 

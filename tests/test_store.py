@@ -170,3 +170,16 @@ def test_a_lock_held_by_another_process_names_it(store) -> None:
 def test_invalid_sql_is_one_sentence(store) -> None:
     with pytest.raises(StoreError, match="The query failed: .*no_such_table"):
         store.query("SELECT * FROM no_such_table")
+
+
+def test_a_reader_cannot_touch_other_files(store, tmp_path) -> None:
+    victim = Store(tmp_path / "victim.duckdb")
+    victim.initialize()
+    attack = f"ATTACH '{victim.path}' AS v (READ_WRITE); DROP TABLE v.runs CASCADE"
+    with pytest.raises(StoreError, match="disabled by configuration"):
+        store.query(attack)
+    with pytest.raises(StoreError, match="disabled by configuration"):
+        store.query(f"COPY (SELECT 1) TO '{victim.path}' (FORMAT csv)")
+    assert victim.query("SELECT count(*) FROM runs")[1] == [(0,)]
+    with pytest.raises(StoreError, match="read-only|read only"):
+        store.query("DROP TABLE runs")
