@@ -32,7 +32,7 @@ from rich.table import Table
 from muse_eval.config import DEFAULT_DB
 from muse_eval.errors import ConfigError, MuseError
 from muse_eval.redaction import RedactingFilter, redact
-from muse_eval.terminal import stderr_console
+from muse_eval.terminal import stderr_console, widened
 
 __all__ = ["main"]
 
@@ -330,10 +330,20 @@ def _print_rows(
         table = Table()
         for name in names:
             table.add_column(name, overflow="fold")
-        for row in rows:
-            table.add_row(*("" if v is None else str(_plain(v)) for v in row))
-        console.print(table)
-        console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
+        cells = [["" if v is None else str(_plain(v)) for v in row] for row in rows]
+        for row_cells in cells:
+            table.add_row(*row_cells)
+        # Keep short columns (ids, names) on one line; fold only long text.
+        natural = (
+            sum(
+                min(40, max([len(n), *(len(c[i]) for c in cells)])) + 3
+                for i, n in enumerate(names)
+            )
+            + 1
+        )
+        out = console if console.is_terminal else widened(console, min(natural, 240))
+        out.print(table)
+        out.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}")
 
 
 def _reader_parser(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from rich.table import Table
 from muse_eval.analysis.estimates import fit_conformity_curve, wilson_interval
 from muse_eval.config import EXPERTISE_LEVELS, PLAUSIBILITY_LEVELS
 from muse_eval.store import Store
+from muse_eval.terminal import widened
 
 __all__ = ["ConditionSummary", "print_summary", "summarize_run"]
 
@@ -163,12 +164,7 @@ def print_summary(
             slope,
         )
     # Cells never fold: a narrow or non-terminal console gets a wider canvas.
-    wide = Console(
-        file=console.file,
-        width=max(console.width, 118),
-        force_terminal=console.is_terminal,
-        no_color=console.no_color,
-    )
+    wide = widened(console, 118)
     wide.print(table)
     wide.print(
         "conformity: share of parsed replies that took the suggested option (control:"
