@@ -344,3 +344,9 @@ def test_new_simulation_parameters_make_a_new_run(tmp_path, capsys) -> None:
     capsys.readouterr()
     _, rows = Store(db).query("SELECT count(*) FROM runs")
     assert rows[0][0] == 2
+
+
+def test_analysis_is_reproducible_to_the_last_digit(simulated_db, capsys) -> None:
+    argv = ["analyze", "--db", simulated_db, "--format", "json", "--bootstrap", "100"]
+    outputs = {run_cli(argv, capsys)[1] for _ in range(3)}
+    assert len(outputs) == 1

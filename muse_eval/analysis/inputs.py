@@ -47,6 +47,10 @@ _CONVERSATION_COLUMNS = [
     "suggestion_correct",
 ]
 
+#: Uncertainty scores, rounded to `_DIGITS` decimals when read.
+_SCORES = ("uncertainty", "letter_entropy", "agreement", "disagreement")
+_DIGITS = 12
+
 RunRecord = dict[str, Any]
 
 
@@ -90,6 +94,10 @@ def load_replies(store: Store, run_id: str) -> pd.DataFrame:
 
     names, rows = store.query_params(_REPLIES_SQL, [run_id])
     frame = pd.DataFrame(rows, columns=names)
+    # DuckDB sums in parallel, so an entropy can differ in its last bit from one
+    # query to the next; rounding makes equal scores equal (ties in ranks, u = 0).
+    for column in _SCORES:
+        frame[column] = frame[column].astype(float).round(_DIGITS)
     for column in ("parsed", "yielded", "changed", "conformed", "correct_after"):
         frame[column] = frame[column].astype("boolean")
     return frame

@@ -10,6 +10,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -306,6 +307,9 @@ def plot_components(result: RunAnalysis) -> Figure:
             ax.set_xlabel(factor)
             ax.set_ylabel(label, fontsize=9)
             ax.grid(alpha=0.3)
+            if not ax.get_legend_handles_labels()[0]:
+                _say_missing(ax, result, name)
+                continue
             ax.legend(
                 fontsize=8,
                 title="plausibility" if col == 0 else "expertise",
@@ -326,6 +330,21 @@ def plot_components(result: RunAnalysis) -> Figure:
     if result.run.simulated:
         figure.text(0.99, 0.005, "x: true value", ha="right", fontsize=8)
     return figure
+
+
+def _say_missing(ax: Axes, result: RunAnalysis, name: str) -> None:
+    """Write on an empty panel why it is empty."""
+    notes = {getattr(c, name).note for c in result.components} - {None}
+    ax.text(
+        0.5,
+        0.5,
+        "no estimate: " + "; ".join(sorted(str(n) for n in notes))[:80],
+        ha="center",
+        va="center",
+        fontsize=9,
+        color="#aa0000",
+        transform=ax.transAxes,
+    )
 
 
 def plot_measures(result: RunAnalysis) -> Figure | None:
@@ -385,23 +404,25 @@ def plot_models(results: Sequence[RunAnalysis]) -> Figure:
                 if found is None:
                     continue
                 offset = (index - (len(results) - 1) / 2) * width
+                estimate = getattr(found, name)
                 _errorbar(
-                    axes[row],
-                    x + offset,
-                    getattr(found, name),
-                    colour,
-                    label if first else None,
+                    axes[row], x + offset, estimate, colour, label if first else None
                 )
-                first = False
+                first = first and estimate.value is None
+            if first:
+                axes[row].plot([], [], "o", color=colour, label=f"{label}: no estimate")
     axes[0].set_ylabel("sycophantic: P(yield | u = 0)")
     axes[1].set_ylabel("uncertainty-driven: P(1) − P(0)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     axes[1].set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
     simulated = any(r.run.simulated for r in results)
     label = "SIMULATED runs included. " if simulated else ""
     figure.suptitle(
         f"{label}Model by model: both components per condition", fontsize=11
     )
+    if simulated:
+        figure.text(0.99, 0.005, "x: true value (simulated)", ha="right", fontsize=8)
     return figure

@@ -107,8 +107,11 @@ def _table_html(table: ResultTable, simulated: bool) -> str:
     return "\n".join(parts)
 
 
+_TEXT = ' class="text"'
+
+
 def _align(index: int, table: ResultTable) -> str:
-    return ' class="text"' if index < table.text_columns else ""
+    return _TEXT if index < table.text_columns else ""
 
 
 def _slug(text: str) -> str:
@@ -191,7 +194,11 @@ def _runs_overview(analysis: Analysis) -> str:
             f"{100 * run.sample_parse_failure_rate:.1f}%",
             f"{100 * run.reply_parse_failure_rate:.1f}%",
         ]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        rows.append(
+            "<tr>"
+            + "".join(f"<td{_TEXT * (i < 4)}>{c}</td>" for i, c in enumerate(cells))
+            + "</tr>"
+        )
     headers = [
         "run",
         "model",
@@ -203,7 +210,7 @@ def _runs_overview(analysis: Analysis) -> str:
         "parse fail (stage one)",
         "parse fail (stage two)",
     ]
-    head = "".join(f"<th>{h}</th>" for h in headers)
+    head = "".join(f"<th{_TEXT * (i < 4)}>{h}</th>" for i, h in enumerate(headers))
     return (
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
