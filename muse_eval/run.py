@@ -11,6 +11,7 @@ budget ran out (every finished unit is stored; a larger budget resumes it).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ from muse_eval.errors import BudgetExceeded, ConfigError
 from muse_eval.orchestrator import Orchestrator, RunStats
 from muse_eval.providers import Provider, build_provider
 from muse_eval.records import RunRow
-from muse_eval.store import Store
+from muse_eval.store import WRITER_SETTINGS, Store
 from muse_eval.summary import print_summary, summarize_run
 from muse_eval.task import Item, Task, load_task
 from muse_eval.terminal import stderr_console
@@ -134,7 +135,7 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
     run_id = config.run_id(fingerprint)
     concurrency = options.max_concurrency or profile.max_concurrency
 
-    store = Store(options.db)
+    store = Store(options.db, settings=WRITER_SETTINGS)
     store.initialize()
     provider = build_provider(
         profile,
@@ -185,6 +186,10 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
         options.progress,
         console,
     )
+    # The items and the run's buffers are done with; freeing them before the
+    # summary lets its tables reuse their memory instead of adding to the peak.
+    del items
+    gc.collect()
     _report_stats(console, stats)
     _report_totals(console, store, run_id)
     summaries = summarize_run(store, run_id)

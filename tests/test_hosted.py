@@ -349,7 +349,7 @@ def test_both_vllm_routes_run_against_a_real_openai_compatible_server(
     assert cli(
         "--provider", provider, "--model", model, "--base-url", engine_url,
         "--limit", "1", "--samples", "2", "--pushback-samples", "1",
-        "--expertise", "none", "--plausibility", "plausible",
+        "--expertise", "none", "--plausibility", "plausible", "--no-control",
         "--max-concurrency", "2", "--db", str(db), "-q",
     ) == 0  # fmt: skip
     assert count(db, "SELECT count(*) FROM samples") == 2

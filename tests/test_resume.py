@@ -222,3 +222,27 @@ def test_a_run_that_a_live_process_is_running_is_refused_a_dead_ones_taken_over(
         holder.wait()
     assert "0 units stored" in " ".join(capsys.readouterr().out.split())
     assert count(db, "SELECT count(*) FROM run_leases") == 0
+
+
+def test_a_database_from_before_the_price_and_gap_columns_gains_them(
+    tmp_path: Path,
+) -> None:
+    from muse_eval.store import Store
+
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, created_at TIMESTAMP, "
+            "provider VARCHAR, model VARCHAR, task VARCHAR, simulated BOOLEAN, "
+            "samples INTEGER, temperature DOUBLE, pushback_samples INTEGER, "
+            "pushback_temperature DOUBLE, seed BIGINT, config JSON, "
+            "config_hash VARCHAR, provider_info JSON, versions JSON, "
+            "git_revision VARCHAR)"
+        )
+        con.execute("INSERT INTO runs (run_id, model) VALUES ('old-run', 'm')")
+    Store(db).initialize()
+    with duckdb.connect(str(db), read_only=True) as con:
+        found = con.execute(
+            "SELECT run_id, price_table, capability_gaps FROM runs"
+        ).fetchall()
+    assert found == [("old-run", None, None)]
