@@ -39,6 +39,28 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
             "--base-url.",
         ),
         (["--model", "no-such-model"], "Unknown local model 'no-such-model'"),
+        (
+            [
+                "--provider",
+                "openai-compatible",
+                "--model",
+                "m",
+                "--base-url",
+                "notaurl",
+            ],
+            "--base-url 'notaurl' is not a server address",
+        ),
+        (
+            [
+                "--provider",
+                "vllm",
+                "--model",
+                "m",
+                "--base-url",
+                "http://127.0.0.1:99999/v1",
+            ],
+            "is not a server address; use http://HOST:PORT/v1",
+        ),
         (["--subjects", ""], "--subjects is empty; name at least one"),
         (["--expertise", ","], "--expertise is empty; name at least one"),
         (["--model", "/tmp/absent.gguf"], "Model file /tmp/absent.gguf does not exist"),
@@ -183,3 +205,15 @@ def test_sql_while_another_process_holds_the_database(tmp_path, capsys) -> None:
         holder.wait()
     assert code == 1
     assert f"is locked by process {holder.pid}" in " ".join(err.split())
+
+
+def test_a_base_url_without_v1_is_caught_before_any_unit(tmp_path, capsys) -> None:
+    from fault_server import FaultServer
+
+    with FaultServer() as server:
+        root = server.base_url.removesuffix("/v1")
+        argv = ["--provider", "openai-compatible", "--model", "m", "--base-url", root]
+        code, _, err = run_cli([*argv, "--db", str(tmp_path / "m.duckdb"), "-q"], capsys)
+        assert server.stats()["routes"].get("/v1/chat/completions", 0) == 0
+    assert code == 1
+    assert "check that --base-url ends in /v1" in " ".join(err.split())

@@ -27,6 +27,7 @@ import httpx
 from muse_eval.errors import (
     AuthFailed,
     BadRequest,
+    ConfigError,
     ContextTooLong,
     ProviderError,
     RateLimited,
@@ -42,7 +43,7 @@ from muse_eval.providers._base import (
 from muse_eval.providers.litellm import parse_retry_after
 from muse_eval.redaction import register_secret
 
-__all__ = ["OpenAICompatibleProvider", "classify_http_error"]
+__all__ = ["OpenAICompatibleProvider", "check_base_url", "classify_http_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class OpenAICompatibleProvider:
         capabilities: Capabilities | None = None,
     ) -> None:
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_base_url(base_url)
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.max_connections = max_connections
@@ -119,6 +120,12 @@ class OpenAICompatibleProvider:
             await self.aclose()
             raise classify_http_error(
                 probe.status_code, probe.text, probe.headers, self.api_key_env
+            )
+        if probe.status_code == 404:
+            await self.aclose()
+            raise Unreachable(
+                f"{self.base_url} answers but serves no OpenAI-compatible API "
+                "(HTTP 404 on /models); check that --base-url ends in /v1."
             )
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
@@ -272,6 +279,29 @@ def classify_http_error(
     return Transient(f"server error (HTTP {status}): {detail}")
 
 
+def check_base_url(url: str) -> str:
+    """Return `url` without a trailing slash, or say why it is not a server address.
+
+    Raises:
+        ConfigError: The URL is not http(s), has no host, or has an impossible port.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if (
+        parsed is None
+        or parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or (parsed.port is not None and not 0 < parsed.port < 65536)
+    ):
+        raise ConfigError(
+            f"--base-url '{url}' is not a server address; use "
+            "http://HOST:PORT/v1, e.g. http://127.0.0.1:8000/v1."
+        )
+    return url.rstrip("/")
+
+
 def _error_detail(text: str) -> str:
     try:
         payload = json.loads(text)
@@ -279,4 +309,6 @@ def _error_detail(text: str) -> str:
         message = error.get("message") if isinstance(error, dict) else str(error)
     except (json.JSONDecodeError, AttributeError):
         message = text
+    if message is None or not str(message).strip():
+        message = text.strip() or "no details given"
     return " ".join(str(message).split())[:300]
