@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
-DEMO_ARGS ?= --limit 10
+DEMO_ARGS ?= --limit 8
 
 .PHONY: setup demo test check lint typecheck bench clean
 
