@@ -213,7 +213,9 @@ def test_a_base_url_without_v1_is_caught_before_any_unit(tmp_path, capsys) -> No
     with FaultServer() as server:
         root = server.base_url.removesuffix("/v1")
         argv = ["--provider", "openai-compatible", "--model", "m", "--base-url", root]
-        code, _, err = run_cli([*argv, "--db", str(tmp_path / "m.duckdb"), "-q"], capsys)
+        code, _, err = run_cli(
+            [*argv, "--db", str(tmp_path / "m.duckdb"), "-q"], capsys
+        )
         assert server.stats()["routes"].get("/v1/chat/completions", 0) == 0
     assert code == 1
     assert "check that --base-url ends in /v1" in " ".join(err.split())

@@ -57,7 +57,10 @@ def test_unknown_task() -> None:
 def test_prompt_restates_the_answer_format(mmlu) -> None:
     item = next(mmlu.iter_items())
     system, message = mmlu.question_messages(item)
-    assert system.role == "system" and "letter of the correct option only" in system.content
+    assert (
+        system.role == "system"
+        and "letter of the correct option only" in system.content
+    )
     assert message.role == "user"
     assert "A. Wrong, Wrong" in message.content
     assert "(A, B, C or D)" in message.content

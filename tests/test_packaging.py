@@ -52,7 +52,8 @@ def test_the_wheel_carries_profiles_and_tasks_and_finds_them(tmp_path) -> None:
         "import muse_eval.catalog as c, muse_eval.config as cfg;"
         "from muse_eval.task import load_task;"
         "print(c.definition_dirs('tasks')[0]);"
-        "print(len(list(load_task('mmlu').iter_items())), cfg.load_profile('vllm').kind)"
+        "items = list(load_task('mmlu').iter_items());"
+        "print(len(items), cfg.load_profile('vllm').kind)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
