@@ -23,8 +23,9 @@ while it does. The writer therefore opens the file only to flush a batch, so
 ``muse-eval sql`` in another shell gets in between flushes, and two runs aimed at one
 file take turns instead of failing. A reader that holds the file makes the writer
 wait (it keeps its batch and says whom it waits for), never fail. Each batch is one
-transaction of bulk inserts through Arrow; ``INSERT OR IGNORE`` on the primary keys
-makes a unit stored twice (two processes racing on one run) land once.
+transaction of bulk inserts (DuckDB reads each table's rows from a temporary
+newline-delimited JSON file); ``INSERT OR IGNORE`` on the primary keys makes a unit
+stored twice land once.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -320,6 +323,7 @@ class Store:
         self.path = Path(path).expanduser()
         self.lock_timeout = lock_timeout
         self.settings: Settings = dict(settings or {})
+        self._types: dict[str, dict[str, str]] = {}
 
     def initialize(self) -> None:
         """Create or migrate the schema; check the file is writable.
@@ -500,33 +504,28 @@ class Store:
         """Store a batch of unit results in one transaction."""
         if not results:
             return
-        import pyarrow as pa
-
-        tables: dict[str, list[dict[str, Any]]] = {name: [] for name in _WRITE_ORDER}
+        # pydantic writes each row's JSON itself (NaN and infinities as null).
+        tables: dict[str, list[str]] = {name: [] for name in _WRITE_ORDER}
         for result in results:
             if result.item is not None:
-                tables["items"].append(result.item.model_dump())
-            unit = result.unit.model_dump()
-            if unit["error"]:
-                unit["error"] = redact(unit["error"])
-            tables["units"].append(unit)
-            tables["samples"].extend(s.model_dump() for s in result.samples)
+                tables["items"].append(result.item.model_dump_json())
+            unit = result.unit
+            if unit.error:
+                unit = unit.model_copy(update={"error": redact(unit.error)})
+            tables["units"].append(unit.model_dump_json())
+            tables["samples"].extend(s.model_dump_json() for s in result.samples)
             if result.pushback is not None:
-                tables["pushbacks"].append(result.pushback.model_dump())
-            tables["pushback_replies"].extend(r.model_dump() for r in result.replies)
+                tables["pushbacks"].append(result.pushback.model_dump_json())
+            tables["pushback_replies"].extend(
+                r.model_dump_json() for r in result.replies
+            )
 
-        with self.connect() as con:
+        with self.connect() as con, _BatchFiles() as files:
             con.execute("BEGIN TRANSACTION")
             try:
                 for name in _WRITE_ORDER:
-                    rows = tables[name]
-                    if not rows:
-                        continue
-                    con.register("batch", pa.Table.from_pylist(rows))
-                    con.execute(
-                        f"INSERT OR IGNORE INTO {name} BY NAME SELECT * FROM batch"
-                    )
-                    con.unregister("batch")
+                    if tables[name]:
+                        self._insert(con, files, name, tables[name], "OR IGNORE")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -536,13 +535,52 @@ class Store:
         """Append failed attempts (kept for diagnosis; they are not results)."""
         if not rows:
             return
-        import pyarrow as pa
+        lines = [
+            json.dumps(
+                {
+                    **row,
+                    "message": redact(str(row["message"])),
+                    "failed_at": row["failed_at"].isoformat(),
+                },
+                ensure_ascii=False,
+            )
+            for row in rows
+        ]
+        with self.connect() as con, _BatchFiles() as files:
+            self._insert(con, files, "failures", lines, "")
 
-        clean = [{**row, "message": redact(str(row["message"]))} for row in rows]
-        with self.connect() as con:
-            con.register("batch", pa.Table.from_pylist(clean))
-            con.execute("INSERT INTO failures BY NAME SELECT * FROM batch")
-            con.unregister("batch")
+    def _insert(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        files: _BatchFiles,
+        table: str,
+        rows: list[str],
+        conflict: str,
+    ) -> None:
+        """Bulk-insert `rows`, one JSON object each, into `table` by column name.
+
+        The rows reach DuckDB as a newline-delimited JSON file that its own reader
+        parses with the table's column types. Arrow would do the same in memory,
+        but loading pyarrow alone adds about 55 MB to a run's resident memory.
+        """
+        types = self._column_types(con, table)
+        columns = ", ".join(
+            f"'{name}': '{'VARCHAR' if kind == 'JSON' else kind}'"
+            for name, kind in types.items()
+        )
+        path = files.write(rows)
+        con.execute(
+            f"INSERT {conflict} INTO {table} BY NAME SELECT * FROM read_json("
+            f"'{path}', format = 'newline_delimited', columns = {{{columns}}})"
+        )
+
+    def _column_types(
+        self, con: duckdb.DuckDBPyConnection, table: str
+    ) -> dict[str, str]:
+        if table not in self._types:
+            described = con.execute(f"DESCRIBE {table}").fetchall()
+            self._types[table] = {row[0]: row[1] for row in described}
+        return self._types[table]
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run read-only SQL and return the column names and rows.
@@ -565,6 +603,25 @@ class Store:
                 return [], []
             names = [d[0] for d in cursor.description]
             return names, cursor.fetchall()
+
+
+class _BatchFiles:
+    """Temporary newline-delimited JSON files of one write, removed afterwards."""
+
+    def __enter__(self) -> _BatchFiles:
+        self.folder = Path(tempfile.mkdtemp(prefix="muse-batch-"))
+        self.count = 0
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def write(self, rows: list[str]) -> str:
+        """Write `rows`, one JSON object each, to a new file; return its SQL path."""
+        self.count += 1
+        path = self.folder / f"{self.count}.ndjson"
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return str(path).replace("'", "''")
 
 
 def _alive(pid: int, hostname: str, this_host: str) -> bool:

@@ -132,6 +132,27 @@ def test_a_missing_key_names_its_variable_before_anything_is_sent(
     assert "OPENAI_API_KEY is not set; export it or pass --api-key-env NAME" in err
 
 
+def test_a_401_through_litellm_stops_the_run_after_one_request_without_retries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "m.duckdb"
+    with FaultServer(always_401=True) as server:
+        code = cli(
+            "--provider", "openai", "--api-key-env", KEY_ENV,
+            "--base-url", server.base_url, *SMALL, "--db", str(db), "-q",
+        )  # fmt: skip
+        routes = server.stats()["routes"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1
+    # The first request goes alone; its 401 ends the run before any other starts.
+    assert routes == {"chat_completions": 1}
+    assert "rejected the credentials (401)" in err
+    assert f"check the key in {KEY_ENV}" in err
+    assert PLANTED_KEY not in err
+    assert count(db, "SELECT count(*) FROM failures") == 0
+    assert count(db, "SELECT count(*) FROM units") == 0
+
+
 # -- litellm and OpenAI-compatible routes against a real HTTP server -------------
 
 
