@@ -40,7 +40,7 @@ from muse_eval.config import (
     config_hash,
     load_profile,
 )
-from muse_eval.errors import BudgetExceeded, ConfigError
+from muse_eval.errors import BudgetExceeded, ConfigError, ProviderError
 from muse_eval.orchestrator import Orchestrator, RunStats
 from muse_eval.providers import Provider, build_provider
 from muse_eval.records import RunRow
@@ -203,6 +203,18 @@ def run_evaluation(options: RunOptions, console: Console) -> int:
     if stopped is not None:
         stderr_console().print(f"[bold yellow]{stopped}[/]", highlight=False)
         return EXIT_BUDGET
+    _, counts = store.query_params(
+        "SELECT count(*) FILTER (WHERE status = 'done'), "
+        "count(*) FILTER (WHERE status = 'failed') FROM units WHERE run_id = ?",
+        [run_id],
+    )
+    done, failed = counts[0]
+    if not done and (failed or stats.units_failed):
+        raise ProviderError(
+            f"Every unit of run {run_id} failed; see muse-eval sql "
+            "\"SELECT unit_id, error FROM units WHERE status = 'failed'\", fix the "
+            "cause and run the same command again to retry them."
+        )
     return 0
 
 

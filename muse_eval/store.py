@@ -473,10 +473,15 @@ class Store:
             )
 
     def stored_units(self, run_id: str) -> set[str]:
-        """Ids of the units of `run_id` that are stored, done or failed for good."""
+        """Ids of the units of `run_id` stored as done.
+
+        A unit the backend rejected is stored as failed and tried again by the next
+        invocation: the rejection may have come from a wrong flag since corrected.
+        """
         with self.connect() as con:
             rows = con.execute(
-                "SELECT unit_id FROM units WHERE run_id = ?", [run_id]
+                "SELECT unit_id FROM units WHERE run_id = ? AND status = 'done'",
+                [run_id],
             ).fetchall()
         return {r[0] for r in rows}
 
@@ -523,6 +528,13 @@ class Store:
         with self.connect() as con, _BatchFiles() as files:
             con.execute("BEGIN TRANSACTION")
             try:
+                # A unit tried again replaces its earlier failure.
+                keys = [f"{r.unit.run_id}\x1f{r.unit.unit_id}" for r in results]
+                con.execute(
+                    "DELETE FROM units WHERE status = 'failed' "
+                    "AND list_contains(?, run_id || chr(31) || unit_id)",
+                    [keys],
+                )
                 for name in _WRITE_ORDER:
                     if tables[name]:
                         self._insert(con, files, name, tables[name], "OR IGNORE")

@@ -219,3 +219,47 @@ def test_a_base_url_without_v1_is_caught_before_any_unit(tmp_path, capsys) -> No
         assert server.stats()["routes"].get("/v1/chat/completions", 0) == 0
     assert code == 1
     assert "check that --base-url ends in /v1" in " ".join(err.split())
+
+
+def test_rejected_units_fail_the_run_and_are_retried_once_fixed(
+    tmp_path, capsys
+) -> None:
+    from fault_server import FaultServer
+
+    from muse_eval.store import Store
+
+    db = tmp_path / "m.duckdb"
+    argv = [
+        "--provider",
+        "openai-compatible",
+        "--model",
+        "m",
+        "--limit",
+        "2",
+        "--samples",
+        "2",
+        "--pushback-samples",
+        "1",
+        "--expertise",
+        "none",
+        "--plausibility",
+        "plausible",
+        "--db",
+        str(db),
+        "-q",
+    ]
+    with FaultServer(fault_rate=1.0, fault_mix={"bad_request": 1.0}) as server:
+        code, _, err = run_cli([*argv, "--base-url", server.base_url], capsys)
+    assert code == 1
+    assert "Every unit of run" in " ".join(err.split())
+    store = Store(db)
+    assert store.query("SELECT status, count(*) FROM units GROUP BY ALL")[1] == [
+        ("failed", 2)
+    ]
+
+    with FaultServer() as server:
+        code, _, _ = run_cli([*argv, "--base-url", server.base_url], capsys)
+    assert code == 0
+    _, rows = store.query("SELECT status, count(*) FROM units GROUP BY ALL")
+    assert rows == [("done", 6)]
+    assert store.query("SELECT count(*) FROM samples")[1] == [(4,)]
