@@ -263,3 +263,14 @@ def test_rejected_units_fail_the_run_and_are_retried_once_fixed(
     _, rows = store.query("SELECT status, count(*) FROM units GROUP BY ALL")
     assert rows == [("done", 6)]
     assert store.query("SELECT count(*) FROM samples")[1] == [(4,)]
+
+
+def test_a_misspelled_capability_in_a_profile_is_refused(tmp_path, capsys, monkeypatch):
+    (tmp_path / "typo.toml").write_text(
+        'kind = "openai-compatible"\n[capabilities]\nsupports_nn = false\n'
+    )
+    monkeypatch.setenv("MUSE_PROVIDERS_PATH", str(tmp_path))
+    argv = ["--provider", "typo", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"]
+    code, _, err = run_cli([*argv, "--db", str(tmp_path / "m.duckdb"), "-q"], capsys)
+    assert code == 1
+    assert "capabilities.supports_nn" in err and "fix the file" in " ".join(err.split())

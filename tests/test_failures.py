@@ -148,10 +148,16 @@ def test_bad_requests_and_long_contexts_are_recorded_not_retried(
     )
     assert "maximum context length is 8192 tokens" in reason
 
-    # A rerun does not send the rejected units again.
+    # A rerun sends the rejected units again (the cause may have been fixed), and
+    # each lands once, replacing its failure; the units already done are not sent.
+    rejected = count(db, "SELECT count(*) FROM units WHERE status = 'failed'")
+    done_before = count(db, "SELECT count(*) FROM units WHERE status = 'done'")
     with FaultServer(letters="ABCD") as again:
         assert run(again, db) == 0
-        assert again.stats()["routes"].get("chat_completions", 0) == 0
+        resent = again.stats()["routes"].get("chat_completions", 0)
+    assert count(db, "SELECT count(*) FROM units WHERE status = 'failed'") == 0
+    done_after = count(db, "SELECT count(*) FROM units WHERE status = 'done'")
+    assert resent == done_after - done_before >= rejected
 
 
 def test_retry_after_is_honoured_and_backoff_is_capped() -> None:

@@ -106,6 +106,9 @@ class GenerateResponse(BaseModel):
 class Capabilities(BaseModel):
     """What a backend is known to support; the orchestrator adapts to it."""
 
+    # A misspelled capability in a profile must be an error, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
     supports_n: bool = Field(True, description="One request may return n > 1 replies.")
     max_n: int | None = Field(None, description="Largest n one request may ask for.")
     supports_logprobs: bool = True
