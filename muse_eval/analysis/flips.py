@@ -104,6 +104,12 @@ def correlate_measures(
     for measure in measures:
         pair = items[["entropy", measure]].dropna().to_numpy(dtype=float)
         if len(pair) < 3:
+            note = "fewer than 3 items have this measure"
+        elif np.ptp(pair[:, 0]) == 0 or np.ptp(pair[:, 1]) == 0:
+            note = "one of the measures is constant"
+        else:
+            note = None
+        if note is not None:
             found.append(
                 MeasureCorrelation(
                     measure=measure,
@@ -111,19 +117,7 @@ def correlate_measures(
                     pearson=None,
                     spearman=None,
                     spearman_p=None,
-                    note="fewer than 3 items have this measure",
-                )
-            )
-            continue
-        if np.ptp(pair[:, 0]) == 0 or np.ptp(pair[:, 1]) == 0:
-            found.append(
-                MeasureCorrelation(
-                    measure=measure,
-                    items=len(pair),
-                    pearson=None,
-                    spearman=None,
-                    spearman_p=None,
-                    note="one of the measures is constant",
+                    note=note,
                 )
             )
             continue
